@@ -1,0 +1,79 @@
+# powernode developer entry points. `make test` is the one test command (.ci/run calls it);
+# it installs what it needs — the venv, the package with its dev extras, Debian packages — only
+# when missing or out of date.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Debian packages the tests and tools use. postgresql-client (psql, pg_isready) is optional:
+# without root we only say what is missing and carry on.
+DEB_PACKAGES ?= postgresql-client
+
+POWERNODE_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export POWERNODE_TEST_POSTGRES_URL
+
+DEMO_DIR := $(CURDIR)/.demo
+PYTEST_ARGS ?=
+
+.PHONY: setup venv deb-packages test demo lint bench clean distclean
+
+setup: deb-packages $(STAMP)
+
+venv: $(STAMP)
+
+$(VENV_PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "powernode needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+deb-packages:
+	@if ! command -v dpkg >/dev/null 2>&1; then \
+		echo "dpkg not found: make sure these are installed: $(DEB_PACKAGES)"; exit 0; \
+	fi; \
+	missing=""; \
+	for pkg in $(DEB_PACKAGES); do \
+		dpkg -s "$$pkg" >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else \
+		echo "missing Debian packages (optional):$$missing"; \
+		echo "  install them with: sudo apt-get install$$missing"; \
+	fi
+
+test: setup
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	@echo "powernode demo: data in $(DEMO_DIR). In another shell try:"
+	@echo "  export POWERNODE_DATA_DIR=$(DEMO_DIR)"
+	@echo "  $(VENV)/bin/powernode node list"
+	@echo "  $(VENV)/bin/powernode events list"
+	@echo
+	POWERNODE_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/powernode init
+	POWERNODE_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/powernode serve
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV_PY) benchmarks/bench_api.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build dist .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) src/*.egg-info

@@ -1,0 +1,3 @@
+"""powernode: a self-hosted fleet control plane."""
+
+__version__ = "0.1.0"

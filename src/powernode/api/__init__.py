@@ -1,0 +1,1 @@
+"""The operator API (`/api/v1`) and health endpoints."""

@@ -1,0 +1,150 @@
+"""RFC 9457 problem details: the one place errors become HTTP responses.
+
+Every refused request (a domain error, a validation error, an unknown route) is answered with
+`application/problem+json` and recorded as an `api.refused` fleet event; unexpected errors become
+a bare 500 problem with the correlation id and no stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from powernode.db.engine import Database
+from powernode.errors import Category, PowernodeError
+from powernode.events.log import EventContext, Severity, record_event
+from powernode.ids import new_id
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+STATUS_BY_CATEGORY: dict[Category, int] = {
+    Category.NOT_FOUND: 404,
+    Category.INVALID: 422,
+    Category.CONFLICT: 409,
+    Category.INVALID_TRANSITION: 409,
+    Category.UNAUTHORIZED: 401,
+    Category.FORBIDDEN: 403,
+    Category.UNAVAILABLE: 503,
+}
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; extension members vary by problem type."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="URI reference naming the problem type.")
+    title: str
+    status: int
+    detail: str
+    correlation_id: str | None = None
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "model": Problem,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem_response("No valid bearer token."),
+    403: _problem_response("The token's role does not allow this action."),
+    404: _problem_response("No such object."),
+    409: _problem_response("Conflict: stale version, duplicate, or invalid transition."),
+    422: _problem_response("The request is not valid; `errors` names the fields."),
+}
+
+
+def problem(
+    request: Request, status: int, title: str, detail: str, category: str, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:powernode:problem:{category}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "correlation_id": str(getattr(request.state, "correlation_id", "")) or None,
+        **extra,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+async def audit_refusal(request: Request, status: int, detail: str) -> None:
+    """Record a refused request as a fleet event, in its own transaction."""
+    db: Database | None = getattr(request.app.state, "db", None)
+    if db is None:
+        return
+    ctx = EventContext(
+        actor=getattr(request.state, "actor", None) or "anonymous",
+        correlation_id=getattr(request.state, "correlation_id", None) or new_id(),
+    )
+    try:
+        async with db.transaction() as session:
+            await record_event(
+                session,
+                ctx,
+                kind="api.refused",
+                subject_type="api",
+                subject_id=None,
+                severity=Severity.CRITICAL if status in (401, 403) else Severity.ROUTINE,
+                payload={
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": status,
+                    "detail": detail[:500],
+                },
+            )
+    except Exception:  # auditing must not turn a 4xx into a 500
+        log.exception("could not record refused request")
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers on `app`."""
+
+    @app.exception_handler(PowernodeError)
+    async def _domain(request: Request, exc: PowernodeError) -> JSONResponse:
+        status = STATUS_BY_CATEGORY[exc.category]
+        await audit_refusal(request, status, exc.detail)
+        return problem(request, status, exc.title, exc.detail, str(exc.category), **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_name(tuple(err.get("loc", ()))), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        await audit_refusal(request, 422, detail)
+        return problem(request, 422, "Invalid input", detail, "invalid", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code < 500:
+            await audit_refusal(request, exc.status_code, detail)
+        return problem(request, exc.status_code, detail, detail, "http")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(
+            request, 500, "Internal server error",
+            "the server failed to handle this request; the correlation id finds it in the logs",
+            "internal",
+        )

@@ -1,0 +1,1 @@
+"""One thin router per resource: parse, authorize, call the service, commit, shape the output."""

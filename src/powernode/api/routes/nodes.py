@@ -1,0 +1,79 @@
+"""/api/v1/nodes"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response, status
+
+from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.auth.roles import Permission
+from powernode.db.crud import commit
+from powernode.fleet import nodes
+from powernode.fleet.lifecycle import NODE_LIFECYCLE
+from powernode.fleet.nodes import NodeCreate, NodeFilter, NodeOut, NodeUpdate
+from powernode.fleet.states import MachineEvent
+from powernode.schemas import ActionRequest, PageOut
+
+router = APIRouter(prefix="/nodes", tags=["nodes"])
+
+
+@router.get("")
+async def list_nodes(
+    session: SessionDep,
+    _: Reader,
+    flt: Annotated[NodeFilter, Query()],
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> PageOut[NodeOut]:
+    """Nodes in creation order; `selector` takes a label selector such as `env=prod,tier!=db`."""
+    page = await nodes.list_nodes(session, flt, limit=limit, cursor=cursor)
+    return PageOut(items=[NodeOut.of(n) for n in page.items], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_node(session: SessionDep, caller: Operator, spec: NodeCreate) -> NodeOut:
+    node = await nodes.create_node(session, caller.ctx, spec)
+    await commit(session)
+    return NodeOut.of(node)
+
+
+@router.get("/{node}")
+async def get_node(session: SessionDep, _: Reader, node: str) -> NodeOut:
+    """A node by id or name."""
+    return NodeOut.of(await nodes.get_node(session, node))
+
+
+@router.patch("/{node}")
+async def update_node(
+    session: SessionDep, caller: Operator, node: str, patch: NodeUpdate
+) -> NodeOut:
+    row = await nodes.update_node(session, caller.ctx, node, patch)
+    await commit(session)
+    return NodeOut.of(row)
+
+
+@router.delete("/{node}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_node(
+    session: SessionDep, caller: Operator, node: str, version: ExpectedVersion = None
+) -> Response:
+    """Delete a pending or terminated node (terminate it first)."""
+    await nodes.delete_node(session, caller.ctx, node, version)
+    await commit(session)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{node}/actions/{event}")
+async def node_action(
+    session: SessionDep,
+    caller: Operator,
+    node: str,
+    event: MachineEvent,
+    request: Annotated[ActionRequest | None, Body()] = None,
+) -> NodeOut:
+    """Fire a lifecycle event. System events (ready, heartbeat_*) need an admin token."""
+    if event in NODE_LIFECYCLE.system_events:
+        caller.require(Permission.OVERRIDE)
+    row = await nodes.node_action(session, caller.ctx, node, event, request or ActionRequest())
+    await commit(session)
+    return NodeOut.of(row)

@@ -1,0 +1,71 @@
+"""/api/v1/tasks"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response, status
+
+from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.auth.roles import Permission
+from powernode.db.crud import commit
+from powernode.fleet import tasks
+from powernode.fleet.lifecycle import TASK_LIFECYCLE
+from powernode.fleet.states import TaskEvent
+from powernode.fleet.tasks import TaskActionRequest, TaskCreate, TaskFilter, TaskOut
+from powernode.schemas import PageOut
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.get("")
+async def list_tasks(
+    session: SessionDep,
+    _: Reader,
+    flt: Annotated[TaskFilter, Query()],
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> PageOut[TaskOut]:
+    page = await tasks.list_tasks(session, flt, limit=limit, cursor=cursor)
+    return PageOut(items=[TaskOut.of(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_task(session: SessionDep, caller: Operator, spec: TaskCreate) -> TaskOut:
+    """Queue a task for a node or an instance; `payload` is validated against the kind."""
+    row = await tasks.create_task(session, caller.ctx, spec)
+    await commit(session)
+    return TaskOut.of(row)
+
+
+@router.get("/{task_id}")
+async def get_task(session: SessionDep, _: Reader, task_id: uuid.UUID) -> TaskOut:
+    return TaskOut.of(await tasks.get_task(session, task_id))
+
+
+@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_task(
+    session: SessionDep, caller: Operator, task_id: uuid.UUID, version: ExpectedVersion = None
+) -> Response:
+    """Delete a finished task (its events stay in the log)."""
+    await tasks.delete_task(session, caller.ctx, task_id, version)
+    await commit(session)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{task_id}/actions/{event}")
+async def task_action(
+    session: SessionDep,
+    caller: Operator,
+    task_id: uuid.UUID,
+    event: TaskEvent,
+    request: Annotated[TaskActionRequest | None, Body()] = None,
+) -> TaskOut:
+    """`cancel` and `retry` for operators; lease outcomes (lease, start, succeed, fail, expire)
+    are the agent's and need an admin token when fired by hand."""
+    if event in TASK_LIFECYCLE.system_events:
+        caller.require(Permission.OVERRIDE)
+    row = await tasks.task_action(session, caller.ctx, task_id, event, request or TaskActionRequest())
+    await commit(session)
+    return TaskOut.of(row)

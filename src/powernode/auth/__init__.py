@@ -1,0 +1,1 @@
+"""API tokens, roles and permissions for the operator API."""

@@ -1,0 +1,61 @@
+"""`powernode init`: data directory, migrations, the first admin token, local CLI credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from powernode.auth.roles import Role
+from powernode.auth.tokens import TokenCreate, create_token, has_admin_token
+from powernode.clock import SystemClock
+from powernode.db.engine import Database
+from powernode.db.migrate import upgrade_async
+from powernode.events.log import EventContext
+from powernode.settings import Settings
+
+
+@dataclass(frozen=True)
+class InitResult:
+    token: str | None
+    """The new admin token, or None when a usable admin token already existed."""
+    credentials_path: Path
+    database_url: str
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Write `content` to `path` with mode 0600 from the first byte (no window of 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
+    """Idempotent setup; mints an admin token when none is usable or when `rotate` is set."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    url = settings.effective_database_url
+    await upgrade_async(url)
+    db = Database(url)
+    clock = SystemClock()
+    try:
+        async with db.transaction() as session:
+            if not rotate and await has_admin_token(session, clock):
+                return InitResult(None, settings.cli_credentials_path, url)
+            ctx = EventContext(actor="powernode-init", clock=clock)
+            _, token = await create_token(
+                session, ctx, TokenCreate(name="initial-admin", role=Role.ADMIN)
+            )
+    finally:
+        await db.dispose()
+    server_url = settings.url or f"http://{settings.host}:{settings.port}"
+    write_private_file(
+        settings.cli_credentials_path,
+        json.dumps({"url": server_url, "token": token}, indent=2) + "\n",
+    )
+    return InitResult(token, settings.cli_credentials_path, url)

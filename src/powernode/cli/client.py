@@ -1,0 +1,115 @@
+"""HTTP client for the CLI: finds the server and token, turns problem documents into CliError.
+
+Resolution order: POWERNODE_URL / POWERNODE_TOKEN (or flags), then the credentials file that
+`powernode init` wrote in the data directory, then http://127.0.0.1:8080.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from powernode.errors import Category
+from powernode.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr with a category-specific exit code."""
+
+    def __init__(self, message: str, category: Category | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.category = category
+
+
+_CATEGORY_BY_STATUS = {
+    401: Category.UNAUTHORIZED,
+    403: Category.FORBIDDEN,
+    404: Category.NOT_FOUND,
+    409: Category.CONFLICT,
+    422: Category.INVALID,
+    503: Category.UNAVAILABLE,
+}
+
+
+def resolve(settings: Settings) -> tuple[str, str | None]:
+    """The server URL and token the CLI should use."""
+    url, token = settings.url, settings.token
+    path = settings.cli_credentials_path
+    if (url is None or token is None) and path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {path}: {exc}; run 'powernode init' again") from exc
+        url = url or stored.get("url")
+        token = token or stored.get("token")
+    return (url or DEFAULT_URL).rstrip("/"), token
+
+
+class ApiClient:
+    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+        self.base_url, token = resolve(settings)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, f"/api/v1{path}", params=clean, json=json_body)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"cannot reach the control plane at {self.base_url} ({exc}); is "
+                "'powernode serve' running? Set POWERNODE_URL to point elsewhere.",
+                Category.UNAVAILABLE,
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _error(self, response: httpx.Response) -> CliError:
+        category = _CATEGORY_BY_STATUS.get(response.status_code)
+        try:
+            body = response.json()
+            message = body.get("detail") or body.get("title") or response.reason_phrase
+        except ValueError:
+            message = response.text.strip() or response.reason_phrase
+        if response.status_code == 401:
+            message += " (set POWERNODE_TOKEN or run 'powernode init')"
+        return CliError(f"{message} [HTTP {response.status_code}]", category)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **params: Any) -> Any:
+        return self.request("POST", path, json_body=body, params=params)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json_body=body)
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params=params)
+
+    def paginate(self, path: str, *, limit: int | None = None, **params: Any) -> list[Any]:
+        """Every item of a list endpoint (or the first `limit`), following cursors."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            page_size = min(1000, limit - len(items)) if limit is not None else 1000
+            page = self.get(path, limit=page_size, cursor=cursor, **params)
+            items.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor or (limit is not None and len(items) >= limit):
+                return items

@@ -1,0 +1,40 @@
+"""Shared CLI state: settings built from the environment plus root flags, and the API client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+
+from powernode.cli.client import ApiClient
+from powernode.cli.output import OutputFormat
+from powernode.settings import Settings
+
+
+@dataclass
+class CliState:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _client: ApiClient | None = None
+
+    def settings(self, **extra: Any) -> Settings:
+        return Settings(**{**self.overrides, **extra})
+
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client = ApiClient(self.settings())
+        return self._client
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+OutputOption = Annotated[
+    OutputFormat,
+    typer.Option("--output", "-o", help="table for people, json for scripts.", case_sensitive=False),
+]

@@ -1,0 +1,118 @@
+"""`powernode`: the root command, `init`, `serve`, and the nouns."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from powernode.cli.client import CliError
+from powernode.cli.common import CliState, state
+from powernode.cli.output import EXIT_CODES, error, stdout
+from powernode.errors import PowernodeError
+
+app = typer.Typer(
+    name="powernode",
+    help="Fleet control plane: nodes, instances, tasks, templates, providers, events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option(help="Control plane URL [env: POWERNODE_URL].")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="API token [env: POWERNODE_TOKEN].", show_default=False)
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="State directory [env: POWERNODE_DATA_DIR].")
+    ] = None,
+) -> None:
+    overrides = {"url": url, "token": token, "data_dir": data_dir}
+    ctx.obj = CliState(overrides={k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    rotate: Annotated[
+        bool, typer.Option("--rotate-token", help="Mint a new admin token even if one exists.")
+    ] = False,
+) -> None:
+    """Create the data directory, migrate the database and mint the first admin token."""
+    from sqlalchemy.engine import make_url
+
+    from powernode.bootstrap import initialize
+
+    result = asyncio.run(initialize(state(ctx).settings(), rotate=rotate))
+    shown = make_url(result.database_url).render_as_string(hide_password=True)
+    stdout.print(f"database ready: {shown}")
+    if result.token is None:
+        stdout.print(
+            f"an admin token already exists; the CLI uses {result.credentials_path} "
+            "(use --rotate-token for a new one)"
+        )
+        return
+    stdout.print("admin token (shown once; saved for this machine's CLI):")
+    print(result.token)
+    stdout.print(f"saved to {result.credentials_path} (mode 0600)")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port [default: 8080].")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the control plane: operator API, /healthz and /readyz."""
+    import uvicorn
+
+    from powernode.api.app import create_app
+    from powernode.db.migrate import check_at_head
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = state(ctx).settings(**overrides)
+    asyncio.run(check_at_head(settings.effective_database_url))
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+        proxy_headers=False,
+    )
+
+
+def _register_nouns() -> None:
+    from powernode.cli import nouns
+
+    nouns.register(app)
+
+
+def run() -> None:
+    """Console-script entry point: one clear line on stderr and an exit code per category."""
+    _register_nouns()
+    try:
+        app(standalone_mode=False)
+    except CliError as exc:
+        error(exc.message)
+        sys.exit(EXIT_CODES[exc.category])
+    except PowernodeError as exc:
+        error(exc.detail)
+        sys.exit(EXIT_CODES[exc.category])
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        error("aborted")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

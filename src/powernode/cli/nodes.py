@@ -1,0 +1,114 @@
+"""`powernode node ...`"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from powernode.cli.common import OutputOption, state
+from powernode.cli.output import OutputFormat, emit
+from powernode.cli.params import lookup_id, parse_labels, parse_pairs
+
+app = typer.Typer(help="Nodes: machines in the fleet.", no_args_is_help=True)
+
+COLUMNS = ("name", "state", "desired_state", "arch", "labels", "id")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    state_: Annotated[str | None, typer.Option("--state", help="Only nodes in this state.")] = None,
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Label selector, e.g. env=prod,gpu.")
+    ] = None,
+    template: Annotated[str | None, typer.Option(help="Template name or id.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider account name or id.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List nodes."""
+    client = state(ctx).client()
+    items = client.paginate(
+        "/nodes",
+        limit=limit,
+        state=state_,
+        selector=selector,
+        template_id=lookup_id(client, "/templates", template),
+        provider_account_id=lookup_id(client, "/provider-accounts", provider),
+    )
+    emit(items, output, columns=COLUMNS)
+
+
+@app.command()
+def show(ctx: typer.Context, node: str, output: OutputOption = OutputFormat.TABLE) -> None:
+    """Show one node (by name or id)."""
+    emit(state(ctx).client().get(f"/nodes/{node}"), output)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: str,
+    arch: Annotated[str, typer.Option(help="amd64 or arm64.")] = "amd64",
+    template: Annotated[str | None, typer.Option(help="Template name or id.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider account name or id.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="KEY=VALUE; repeat for more.")
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Declare a node (it starts pending)."""
+    client = state(ctx).client()
+    body: dict[str, Any] = {"name": name, "arch": arch, "labels": parse_labels(label)}
+    body["template_id"] = lookup_id(client, "/templates", template)
+    body["provider_account_id"] = lookup_id(client, "/provider-accounts", provider)
+    emit(client.post("/nodes", body), output)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    node: str,
+    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+) -> None:
+    """Delete a pending or terminated node."""
+    state(ctx).client().delete(f"/nodes/{node}", version=version)
+    typer.echo(f"deleted node {node}")
+
+
+@app.command()
+def action(
+    ctx: typer.Context,
+    node: str,
+    event: Annotated[str, typer.Argument(help="provision, drain, stop, start, fail, retry, ...")],
+    reason: Annotated[str | None, typer.Option(help="Why (required for fail).")] = None,
+    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    detail: Annotated[
+        list[str] | None, typer.Option("--detail", help="KEY=VALUE recorded in the event.")
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Fire a lifecycle event on a node."""
+    body = {"reason": reason, "version": version, "details": parse_pairs(detail) or None}
+    emit(state(ctx).client().post(f"/nodes/{node}/actions/{event}", body), output)
+
+
+@app.command()
+def label(
+    ctx: typer.Context,
+    node: str,
+    labels: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove.")],
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Set or remove labels on a node."""
+    client = state(ctx).client()
+    current = client.get(f"/nodes/{node}")
+    merged = dict(current["labels"])
+    for item in labels:
+        if item.endswith("-") and "=" not in item:
+            merged.pop(item[:-1], None)
+        else:
+            merged.update(parse_labels([item]))
+    body = {"version": current["version"], "labels": merged}
+    emit(client.patch(f"/nodes/{node}", body), output)

@@ -1,0 +1,1 @@
+"""Database: declarative base, async engine and sessions, Alembic migrations."""

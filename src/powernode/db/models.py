@@ -1,0 +1,24 @@
+"""Imports every model so `Base.metadata` is complete (for Alembic and tests)."""
+
+from powernode.auth.models import ApiToken
+from powernode.db.base import Base
+from powernode.events.models import FleetEvent
+from powernode.fleet.models import Node, NodeInstance, NodeLabel, Task
+from powernode.providers.models import InstanceType, ProviderAccount, Region, Zone
+from powernode.templates.models import Template, TemplateModule
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "FleetEvent",
+    "InstanceType",
+    "Node",
+    "NodeInstance",
+    "NodeLabel",
+    "ProviderAccount",
+    "Region",
+    "Task",
+    "Template",
+    "TemplateModule",
+    "Zone",
+]

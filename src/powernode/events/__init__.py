@@ -1,0 +1,1 @@
+"""The fleet event log: the audit trail of every change."""

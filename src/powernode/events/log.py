@@ -1,0 +1,61 @@
+"""Writing fleet events.
+
+Every write goes through `record_event`, into the caller's session, so an event commits with the
+change it describes. `EventContext` carries who acted and the correlation chain; an API request,
+a job tick or a sensor creates one and passes it down explicitly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from powernode.clock import Clock, SystemClock
+from powernode.events.models import FleetEvent, Severity
+from powernode.ids import new_id
+
+__all__ = ["EventContext", "Severity", "record_event"]
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """Who is acting, and which chain of cause and effect the action belongs to."""
+
+    actor: str
+    correlation_id: uuid.UUID = field(default_factory=new_id)
+    causation_id: uuid.UUID | None = None
+    clock: Clock = field(default_factory=SystemClock)
+
+    def caused_by(self, event_id: uuid.UUID) -> EventContext:
+        """The same chain, with later events caused by `event_id`."""
+        return replace(self, causation_id=event_id)
+
+
+async def record_event(
+    session: AsyncSession,
+    ctx: EventContext,
+    *,
+    kind: str,
+    subject_type: str,
+    subject_id: uuid.UUID | None,
+    severity: Severity = Severity.ROUTINE,
+    payload: dict[str, Any] | None = None,
+) -> FleetEvent:
+    """Add one fleet event to `session`; it commits with the caller's transaction."""
+    row = FleetEvent(
+        id=new_id(),
+        occurred_at=ctx.clock.now(),
+        kind=kind,
+        severity=str(severity),
+        subject_type=subject_type,
+        subject_id=subject_id,
+        actor=ctx.actor,
+        correlation_id=ctx.correlation_id,
+        causation_id=ctx.causation_id,
+        payload=payload or {},
+    )
+    session.add(row)
+    return row

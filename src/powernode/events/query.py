@@ -1,0 +1,64 @@
+"""Reading the fleet event log: filters and cursor pagination."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from powernode.db.pagination import Page, paginate
+from powernode.events.models import FleetEvent, Severity
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    occurred_at: dt.datetime
+    kind: str
+    severity: Severity
+    subject_type: str
+    subject_id: uuid.UUID | None
+    actor: str
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    payload: dict[str, Any]
+
+
+class EventFilter(BaseModel):
+    kind: str | None = None
+    severity: Severity | None = None
+    subject_type: str | None = None
+    subject_id: uuid.UUID | None = None
+    correlation_id: uuid.UUID | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+async def list_events(
+    session: AsyncSession, flt: EventFilter, *, limit: int, cursor: str | None
+) -> Page[FleetEvent]:
+    """Events oldest first; a `kind` ending in `.*` matches the prefix (`node.*`)."""
+    stmt = select(FleetEvent)
+    if flt.kind is not None:
+        if flt.kind.endswith(".*"):
+            stmt = stmt.where(FleetEvent.kind.startswith(flt.kind[:-1], autoescape=True))
+        else:
+            stmt = stmt.where(FleetEvent.kind == flt.kind)
+    if flt.severity is not None:
+        stmt = stmt.where(FleetEvent.severity == str(flt.severity))
+    if flt.subject_type is not None:
+        stmt = stmt.where(FleetEvent.subject_type == flt.subject_type)
+    if flt.subject_id is not None:
+        stmt = stmt.where(FleetEvent.subject_id == flt.subject_id)
+    if flt.correlation_id is not None:
+        stmt = stmt.where(FleetEvent.correlation_id == flt.correlation_id)
+    if flt.since is not None:
+        stmt = stmt.where(FleetEvent.occurred_at >= flt.since)
+    if flt.until is not None:
+        stmt = stmt.where(FleetEvent.occurred_at < flt.until)
+    return await paginate(session, stmt, FleetEvent.id, limit=limit, cursor=cursor)

@@ -1,0 +1,1 @@
+"""Nodes, instances and tasks: models, states, transitions and services."""

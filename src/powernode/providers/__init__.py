@@ -1,0 +1,1 @@
+"""Provider accounts and their region, zone and instance-type catalogs."""

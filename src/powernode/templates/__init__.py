@@ -1,0 +1,1 @@
+"""Templates: named, ordered sets of module version references."""
