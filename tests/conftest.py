@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -167,11 +168,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session; tests get copies of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    in_thread(lambda: upgrade(f"sqlite:///{path}"))
+    return path
+
+
 @pytest.fixture
-def migrated_db_url(db_url: str) -> str:
+def migrated_db_url(db_url: str, request: pytest.FixtureRequest) -> str:
     """An empty database at the head revision."""
     if make_url(db_url).get_backend_name() == "sqlite":
-        in_thread(lambda: upgrade(db_url))
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, make_url(db_url).database or "")
     else:
         _truncate(db_url)
     return db_url

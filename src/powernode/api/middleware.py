@@ -3,6 +3,7 @@ UUID), exposed to handlers as `request.state.correlation_id` and echoed in the r
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from starlette.datastructures import MutableHeaders
@@ -24,10 +25,8 @@ class CorrelationMiddleware:
         correlation_id = new_id()
         for name, value in scope["headers"]:
             if name == HEADER.encode():
-                try:
+                with contextlib.suppress(ValueError):  # not a UUID: keep the fresh one
                     correlation_id = uuid.UUID(value.decode("latin-1"))
-                except ValueError:
-                    pass
                 break
         scope.setdefault("state", {})["correlation_id"] = correlation_id
 

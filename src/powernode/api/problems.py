@@ -144,7 +144,9 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return problem(
-            request, 500, "Internal server error",
+            request,
+            500,
+            "Internal server error",
             "the server failed to handle this request; the correlation id finds it in the logs",
             "internal",
         )

@@ -24,7 +24,7 @@ from powernode.db.pagination import Page, paginate
 from powernode.errors import Conflict, NotFound, Unauthorized
 from powernode.events.log import EventContext, Severity, record_event
 
-TOKEN_PREFIX = "pn"
+TOKEN_PREFIX = "pn"  # noqa: S105 - a public prefix, not a secret
 _LAST_USED_GRANULARITY = dt.timedelta(minutes=1)
 
 
@@ -144,7 +144,9 @@ async def get_token(session: AsyncSession, token: uuid.UUID | str) -> ApiToken:
     return row
 
 
-async def revoke_token(session: AsyncSession, ctx: EventContext, token: uuid.UUID | str) -> ApiToken:
+async def revoke_token(
+    session: AsyncSession, ctx: EventContext, token: uuid.UUID | str
+) -> ApiToken:
     row = await get_token(session, token)
     if row.revoked_at is not None:
         raise Conflict(f"token {row.token_id} was already revoked at {row.revoked_at.isoformat()}")

@@ -36,5 +36,7 @@ def state(ctx: typer.Context) -> CliState:
 
 OutputOption = Annotated[
     OutputFormat,
-    typer.Option("--output", "-o", help="table for people, json for scripts.", case_sensitive=False),
+    typer.Option(
+        "--output", "-o", help="table for people, json for scripts.", case_sensitive=False
+    ),
 ]

@@ -27,9 +27,7 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    url: Annotated[
-        str | None, typer.Option(help="Control plane URL [env: POWERNODE_URL].")
-    ] = None,
+    url: Annotated[str | None, typer.Option(help="Control plane URL [env: POWERNODE_URL].")] = None,
     token: Annotated[
         str | None, typer.Option(help="API token [env: POWERNODE_TOKEN].", show_default=False)
     ] = None,
@@ -84,7 +82,10 @@ def serve(
     settings = state(ctx).settings(**overrides)
     asyncio.run(check_at_head(settings.effective_database_url))
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
         proxy_headers=False,
     )
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from powernode.cli import nodes
+from powernode.cli import events, instances, nodes, providers, tasks, templates, tokens
+
+NOUNS: tuple[tuple[typer.Typer, str, tuple[str, ...]], ...] = (
+    (nodes.app, "node", ("nodes",)),
+    (instances.app, "instance", ("instances",)),
+    (tasks.app, "task", ("tasks",)),
+    (templates.app, "template", ("templates",)),
+    (providers.app, "provider", ("providers", "provider-account")),
+    (tokens.app, "token", ("tokens",)),
+    (events.app, "events", ("event",)),
+)
 
 
 def register(app: typer.Typer) -> None:
-    for module, name, alias in ((nodes, "node", "nodes"),):
-        app.add_typer(module.app, name=name)
-        app.add_typer(module.app, name=alias, hidden=True)
+    for noun_app, name, aliases in NOUNS:
+        app.add_typer(noun_app, name=name)
+        for alias in aliases:
+            app.add_typer(noun_app, name=alias, hidden=True)

@@ -47,7 +47,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
+def emit_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None
+) -> None:
     table = Table(title=title, header_style="bold")
     for column in columns:
         table.add_column(column.upper().replace("_", " "))

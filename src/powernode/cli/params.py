@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 from powernode.cli.client import ApiClient, CliError
 from powernode.db.crud import parse_ref
 
@@ -18,6 +23,51 @@ def parse_pairs(items: list[str] | None) -> dict[str, str]:
 
 
 parse_labels = parse_pairs
+
+
+def parse_typed_pairs(items: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE arguments whose VALUE is read as JSON when it is valid JSON, else as a string."""
+    result: dict[str, Any] = {}
+    for key, value in parse_pairs(items).items():
+        try:
+            result[key] = json.loads(value)
+        except ValueError:
+            result[key] = value
+    return result
+
+
+def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object (None stays None); anything else is a CliError."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{option} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CliError(f'{option} must be a JSON object, like \'{{"key": "value"}}\'')
+    return value
+
+
+def read_json_file(path: Path | None, option: str) -> dict[str, Any] | None:
+    """The JSON object in the file at `path` ('-' reads stdin); None stays None."""
+    if path is None:
+        return None
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise CliError(f"{option}: cannot read {path}: {exc.strerror or exc}") from exc
+    return parse_json_object(text, f"{option} {path}")
+
+
+def json_document(
+    text: str | None, path: Path | None, sets: list[str] | None, *, option: str
+) -> dict[str, Any]:
+    """A JSON object from `--OPTION JSON` or `--OPTION-file FILE`, then `--set KEY=VALUE` on top."""
+    if text is not None and path is not None:
+        raise CliError(f"give {option} or {option}-file, not both")
+    document = parse_json_object(text, option) or read_json_file(path, f"{option}-file") or {}
+    return {**document, **parse_typed_pairs(sets)}
 
 
 def lookup_id(client: ApiClient, collection: str, ref: str | None) -> str | None:

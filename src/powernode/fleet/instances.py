@@ -88,7 +88,9 @@ async def create_instance(
         raise Invalid(f"node {node.name} is terminated; it cannot take instances", field="node")
     document = validate_document(INSTANCE_KINDS, spec.kind, spec.spec, field="spec")
     taken = await session.scalar(
-        select(NodeInstance.id).where(NodeInstance.node_id == node.id, NodeInstance.name == spec.name)
+        select(NodeInstance.id).where(
+            NodeInstance.node_id == node.id, NodeInstance.name == spec.name
+        )
     )
     if taken is not None:
         raise Conflict(f"node {node.name} already has an instance named {spec.name!r}")
@@ -107,7 +109,11 @@ async def create_instance(
     session.add(row)
     await session.flush()
     await record_event(
-        session, ctx, kind="instance.created", subject_type="instance", subject_id=row.id,
+        session,
+        ctx,
+        kind="instance.created",
+        subject_type="instance",
+        subject_id=row.id,
         payload={"node_id": str(node.id), "name": row.name, "kind": row.kind},
     )
     return row
@@ -141,7 +147,11 @@ async def update_instance(
         row.updated_at = ctx.clock.now()
         await session.flush()
         await record_event(
-            session, ctx, kind="instance.updated", subject_type="instance", subject_id=row.id,
+            session,
+            ctx,
+            kind="instance.updated",
+            subject_type="instance",
+            subject_id=row.id,
             payload={"spec": document},
         )
     return row
@@ -153,19 +163,27 @@ async def delete_instance(
     row = await get_instance(session, ident)
     check_version(row, version, f"instance {row.name}")
     if row.state not in (MachineState.PENDING, MachineState.TERMINATED):
-        raise Conflict(f"instance {row.name} is {row.state}; terminate it before deleting it",
-                       state=row.state)
+        raise Conflict(
+            f"instance {row.name} is {row.state}; terminate it before deleting it", state=row.state
+        )
     open_tasks = await session.scalar(
         select(func.count()).where(
             Task.instance_id == row.id, Task.state.not_in([str(s) for s in FINAL_TASK_STATES])
         )
     )
     if open_tasks:
-        raise Conflict(f"instance {row.name} has {open_tasks} unfinished task(s); cancel them first")
+        raise Conflict(
+            f"instance {row.name} has {open_tasks} unfinished task(s); cancel them first"
+        )
     await session.execute(delete(Task).where(Task.instance_id == row.id))
     await record_event(
-        session, ctx, kind="instance.deleted", subject_type="instance", subject_id=row.id,
-        severity=Severity.CRITICAL, payload={"name": row.name, "node_id": str(row.node_id)},
+        session,
+        ctx,
+        kind="instance.deleted",
+        subject_type="instance",
+        subject_id=row.id,
+        severity=Severity.CRITICAL,
+        payload={"name": row.name, "node_id": str(row.node_id)},
     )
     await session.delete(row)
 

@@ -93,15 +93,17 @@ class NoopPayload(_Spec):
     message: str = Field(default="", max_length=1000)
 
 
-def validate_document(registry: Registry[type[BaseModel]], kind: str, doc: dict[str, Any],
-                      *, field: str) -> dict[str, Any]:
-    """`doc` validated against `kind`'s model and normalized to JSON, or Invalid naming the field."""
+def validate_document(
+    registry: Registry[type[BaseModel]], kind: str, doc: dict[str, Any], *, field: str
+) -> dict[str, Any]:
+    """`doc` validated against `kind`'s model and normalized to JSON, or Invalid naming it."""
     model = registry.get(kind)
     try:
         return model.model_validate(doc).model_dump(mode="json")
     except ValidationError as exc:
         problems = "; ".join(
-            f"{field}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"]
+            f"{field}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            if err["loc"]
             else f"{field}: {err['msg']}"
             for err in exc.errors()
         )

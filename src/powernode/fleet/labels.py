@@ -88,7 +88,9 @@ def parse_selector(selector: str) -> list[Requirement]:
         elif match["setop"]:
             values = tuple(v.strip() for v in match["values"].split(",") if v.strip())
             if not values:
-                raise Invalid(f"label selector term {term.strip()!r} has an empty set", field="selector")
+                raise Invalid(
+                    f"label selector term {term.strip()!r} has an empty set", field="selector"
+                )
             req = Requirement(match["key"], match["setop"], values)
         else:
             req = Requirement(match["key"], "exists")

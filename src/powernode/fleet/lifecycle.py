@@ -51,9 +51,9 @@ class StateMachine(Generic[S, E]):
         desired_after: dict[E, DesiredState] | None = None,
     ) -> None:
         self.subject_type = subject_type
-        self.transitions = tuple(transitions)
-        self.system_events = system_events
-        self.desired_after = desired_after or {}
+        self.transitions: tuple[Transition[S, E], ...] = tuple(transitions)
+        self.system_events: frozenset[E] = system_events
+        self.desired_after: dict[E, DesiredState] = desired_after or {}
 
     def allowed_events(self, state: S) -> list[E]:
         """Events with at least one row leaving `state`, in table order."""
@@ -66,9 +66,9 @@ class StateMachine(Generic[S, E]):
     def resolve(self, entity: Stateful, event: E) -> Transition[S, E]:
         """The row that applies to `entity` on `event`, or InvalidTransition."""
         for row in self.transitions:
-            if row.source == entity.state and row.event == event:
-                if row.guard is None or row.guard(entity):
-                    return row
+            matches = row.source == entity.state and row.event == event
+            if matches and (row.guard is None or row.guard(entity)):
+                return row
         raise InvalidTransition(
             f"{self.subject_type} {entity.id}",
             str(entity.state),
@@ -131,10 +131,7 @@ def _machine_rows() -> list[Transition[MachineState, MachineEvent]]:
         t(M.STOPPED, ME.START, M.PROVISIONING),
         *(t(s, ME.FAIL, M.FAILED, severity=_CRIT) for s in live),
         t(M.FAILED, ME.RETRY, M.PROVISIONING),
-        *(
-            t(s, ME.TERMINATE, M.TERMINATED, severity=_CRIT)
-            for s in (*live, M.STOPPED, M.FAILED)
-        ),
+        *(t(s, ME.TERMINATE, M.TERMINATED, severity=_CRIT) for s in (*live, M.STOPPED, M.FAILED)),
     ]
 
 

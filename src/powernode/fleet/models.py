@@ -92,9 +92,7 @@ class Task(IdMixin, Base):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        CheckConstraint(
-            "(node_id IS NULL) <> (instance_id IS NULL)", name="exactly_one_target"
-        ),
+        CheckConstraint("(node_id IS NULL) <> (instance_id IS NULL)", name="exactly_one_target"),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempt_bounds"),
         Index("ix_tasks_state_node", "state", "node_id"),
         Index("ix_tasks_instance_id", "instance_id"),

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from powernode.db.crud import check_version, get_by_ref
 from powernode.db.pagination import Page, paginate
@@ -208,12 +209,17 @@ async def update_node(
         node.template_id = patch.template_id
         changes["template_id"] = str(patch.template_id) if patch.template_id else None
     if changes:
-        # Touching updated_at also makes a label-only change UPDATE the node row, which bumps
-        # its version: label rows live in another table.
         node.updated_at = ctx.clock.now()
+        # Label rows live in another table: force an UPDATE of the node row so a label-only
+        # change still bumps its version.
+        flag_modified(node, "updated_at")
         await session.flush()
         await record_event(
-            session, ctx, kind="node.updated", subject_type="node", subject_id=node.id,
+            session,
+            ctx,
+            kind="node.updated",
+            subject_type="node",
+            subject_id=node.id,
             payload=changes,
         )
     return node
@@ -251,8 +257,13 @@ async def delete_node(
     )
     await session.execute(delete(NodeInstance).where(NodeInstance.node_id == node.id))
     await record_event(
-        session, ctx, kind="node.deleted", subject_type="node", subject_id=node.id,
-        severity=Severity.CRITICAL, payload={"name": node.name},
+        session,
+        ctx,
+        kind="node.deleted",
+        subject_type="node",
+        subject_id=node.id,
+        severity=Severity.CRITICAL,
+        payload={"name": node.name},
     )
     await session.delete(node)
 

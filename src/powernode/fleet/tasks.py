@@ -32,7 +32,9 @@ DEFAULT_LEASE = dt.timedelta(seconds=30)
 class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(min_length=1, max_length=64, description="shell, apply_modules, reboot, noop.")
+    kind: str = Field(
+        min_length=1, max_length=64, description="shell, apply_modules, reboot, noop."
+    )
     payload: dict[str, Any] = Field(default_factory=dict)
     node: str | None = Field(default=None, max_length=63, description="Target node id or name.")
     instance_id: uuid.UUID | None = Field(default=None, description="Target instance id.")
@@ -135,9 +137,16 @@ async def create_task(session: AsyncSession, ctx: EventContext, spec: TaskCreate
     session.add(row)
     await session.flush()
     await record_event(
-        session, ctx, kind="task.created", subject_type="task", subject_id=row.id,
-        payload={"kind": spec.kind, "node_id": str(node_id) if node_id else None,
-                 "instance_id": str(instance_id) if instance_id else None},
+        session,
+        ctx,
+        kind="task.created",
+        subject_type="task",
+        subject_id=row.id,
+        payload={
+            "kind": spec.kind,
+            "node_id": str(node_id) if node_id else None,
+            "instance_id": str(instance_id) if instance_id else None,
+        },
     )
     return row
 
@@ -167,10 +176,15 @@ async def delete_task(
     row = await get_task(session, ident)
     check_version(row, version, f"task {row.id}")
     if row.state not in FINAL_TASK_STATES:
-        raise Conflict(f"task {row.id} is {row.state}; cancel it before deleting it",
-                       state=row.state)
+        raise Conflict(
+            f"task {row.id} is {row.state}; cancel it before deleting it", state=row.state
+        )
     await record_event(
-        session, ctx, kind="task.deleted", subject_type="task", subject_id=row.id,
+        session,
+        ctx,
+        kind="task.deleted",
+        subject_type="task",
+        subject_id=row.id,
         payload={"kind": row.kind, "state": row.state},
     )
     await session.delete(row)

@@ -130,19 +130,29 @@ class InstanceTypeOut(BaseModel):
     arch: Arch
 
 
-async def create_account(session: AsyncSession, ctx: EventContext, spec: AccountCreate) -> ProviderAccount:
+async def create_account(
+    session: AsyncSession, ctx: EventContext, spec: AccountCreate
+) -> ProviderAccount:
     if await session.scalar(select(ProviderAccount.id).where(ProviderAccount.name == spec.name)):
         raise Conflict(f"a provider account named {spec.name!r} already exists")
     now = ctx.clock.now()
     row = ProviderAccount(
-        name=spec.name, kind=str(spec.kind), settings=spec.settings,
-        credentials_ref=spec.credentials_ref, created_at=now, updated_at=now,
+        name=spec.name,
+        kind=str(spec.kind),
+        settings=spec.settings,
+        credentials_ref=spec.credentials_ref,
+        created_at=now,
+        updated_at=now,
     )
     session.add(row)
     await session.flush()
     await record_event(
-        session, ctx, kind="provider_account.created", subject_type="provider_account",
-        subject_id=row.id, payload={"name": row.name, "kind": row.kind},
+        session,
+        ctx,
+        kind="provider_account.created",
+        subject_type="provider_account",
+        subject_id=row.id,
+        payload={"name": row.name, "kind": row.kind},
     )
     return row
 
@@ -178,8 +188,12 @@ async def update_account(
         row.updated_at = ctx.clock.now()
         await session.flush()
         await record_event(
-            session, ctx, kind="provider_account.updated", subject_type="provider_account",
-            subject_id=row.id, payload={"changed": changed},
+            session,
+            ctx,
+            kind="provider_account.updated",
+            subject_type="provider_account",
+            subject_id=row.id,
+            payload={"changed": changed},
         )
     return row
 
@@ -193,8 +207,13 @@ async def delete_account(
     if users:
         raise Conflict(f"provider account {row.name} has {users} node(s); delete them first")
     await record_event(
-        session, ctx, kind="provider_account.deleted", subject_type="provider_account",
-        subject_id=row.id, severity=Severity.CRITICAL, payload={"name": row.name},
+        session,
+        ctx,
+        kind="provider_account.deleted",
+        subject_type="provider_account",
+        subject_id=row.id,
+        severity=Severity.CRITICAL,
+        payload={"name": row.name},
     )
     await session.delete(row)
 
@@ -203,8 +222,12 @@ async def _catalog_event(
     session: AsyncSession, ctx: EventContext, account: ProviderAccount, what: str, name: str
 ) -> None:
     await record_event(
-        session, ctx, kind=f"provider_account.{what}_added", subject_type="provider_account",
-        subject_id=account.id, payload={what: name},
+        session,
+        ctx,
+        kind=f"provider_account.{what}_added",
+        subject_type="provider_account",
+        subject_id=account.id,
+        payload={what: name},
     )
 
 
@@ -245,7 +268,9 @@ async def add_zone(
 ) -> Zone:
     account = await get_account(session, ref)
     parent = await _region(session, account, region)
-    if await session.scalar(select(Zone.id).where(Zone.region_id == parent.id, Zone.name == spec.name)):
+    if await session.scalar(
+        select(Zone.id).where(Zone.region_id == parent.id, Zone.name == spec.name)
+    ):
         raise Conflict(f"region {region} already has zone {spec.name!r}")
     row = Zone(region_id=parent.id, name=spec.name)
     session.add(row)
@@ -274,8 +299,11 @@ async def add_instance_type(
     ):
         raise Conflict(f"provider account {account.name} already has instance type {spec.name!r}")
     row = InstanceType(
-        provider_account_id=account.id, name=spec.name, vcpus=spec.vcpus,
-        memory_mib=spec.memory_mib, arch=str(spec.arch),
+        provider_account_id=account.id,
+        name=spec.name,
+        vcpus=spec.vcpus,
+        memory_mib=spec.memory_mib,
+        arch=str(spec.arch),
     )
     session.add(row)
     await session.flush()

@@ -79,18 +79,27 @@ def _stack(modules: list[ModuleRef]) -> list[TemplateModule]:
     ]
 
 
-async def create_template(session: AsyncSession, ctx: EventContext, spec: TemplateCreate) -> Template:
+async def create_template(
+    session: AsyncSession, ctx: EventContext, spec: TemplateCreate
+) -> Template:
     if await session.scalar(select(Template.id).where(Template.name == spec.name)) is not None:
         raise Conflict(f"a template named {spec.name!r} already exists")
     now = ctx.clock.now()
     row = Template(
-        name=spec.name, description=spec.description, created_at=now, updated_at=now,
+        name=spec.name,
+        description=spec.description,
+        created_at=now,
+        updated_at=now,
         modules=_stack(spec.modules),
     )
     session.add(row)
     await session.flush()
     await record_event(
-        session, ctx, kind="template.created", subject_type="template", subject_id=row.id,
+        session,
+        ctx,
+        kind="template.created",
+        subject_type="template",
+        subject_id=row.id,
         payload={"name": row.name, "modules": [m.model_dump() for m in spec.modules]},
     )
     return row
@@ -122,7 +131,11 @@ async def update_template(
         row.updated_at = ctx.clock.now()
         await session.flush()
         await record_event(
-            session, ctx, kind="template.updated", subject_type="template", subject_id=row.id,
+            session,
+            ctx,
+            kind="template.updated",
+            subject_type="template",
+            subject_id=row.id,
             payload=changes,
         )
     return row
@@ -137,7 +150,12 @@ async def delete_template(
     if users:
         raise Conflict(f"template {row.name} is used by {users} node(s); move them off it first")
     await record_event(
-        session, ctx, kind="template.deleted", subject_type="template", subject_id=row.id,
-        severity=Severity.CRITICAL, payload={"name": row.name},
+        session,
+        ctx,
+        kind="template.deleted",
+        subject_type="template",
+        subject_id=row.id,
+        severity=Severity.CRITICAL,
+        payload={"name": row.name},
     )
     await session.delete(row)

@@ -66,6 +66,8 @@ async def task_action(
     are the agent's and need an admin token when fired by hand."""
     if event in TASK_LIFECYCLE.system_events:
         caller.require(Permission.OVERRIDE)
-    row = await tasks.task_action(session, caller.ctx, task_id, event, request or TaskActionRequest())
+    row = await tasks.task_action(
+        session, caller.ctx, task_id, event, request or TaskActionRequest()
+    )
     await commit(session)
     return TaskOut.of(row)

@@ -37,4 +37,3 @@ async def revoke_token(session: SessionDep, caller: TokenAdmin, token: str) -> T
     row = await tokens.revoke_token(session, caller.ctx, parse_ref(token) or token)
     await commit(session)
     return TokenOut.model_validate(row)
-

@@ -39,8 +39,12 @@ def main() -> None:
     if not url:
         raise RuntimeError("sqlalchemy.url is not set")
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                          render_as_batch=is_sqlite(url))
+        context.configure(
+            url=url,
+            target_metadata=target_metadata,
+            literal_binds=True,
+            render_as_batch=is_sqlite(url),
+        )
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -1,0 +1,157 @@
+"""`powernode provider ...`: provider accounts and their catalogs (regions, zones, types)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from powernode.cli.common import OutputOption, state
+from powernode.cli.output import OutputFormat, emit
+from powernode.cli.params import parse_typed_pairs
+from powernode.fleet.states import Arch
+from powernode.providers.models import ProviderKind
+
+app = typer.Typer(help="Provider accounts: where nodes are created.", no_args_is_help=True)
+region_app = typer.Typer(help="Regions of a provider account.", no_args_is_help=True)
+zone_app = typer.Typer(help="Zones of a region.", no_args_is_help=True)
+type_app = typer.Typer(help="Instance types of a provider account.", no_args_is_help=True)
+app.add_typer(region_app, name="region")
+app.add_typer(zone_app, name="zone")
+app.add_typer(type_app, name="instance-type")
+
+COLUMNS = ("name", "kind", "credentials_ref", "settings", "version", "id")
+LimitOption = Annotated[int | None, typer.Option(help="At most this many.")]
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    kind: Annotated[ProviderKind | None, typer.Option(help="Only of this kind.")] = None,
+    limit: LimitOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List provider accounts."""
+    items = state(ctx).client().paginate("/provider-accounts", limit=limit, kind=kind)
+    emit(items, output, columns=COLUMNS)
+
+
+@app.command()
+def show(ctx: typer.Context, account: str, output: OutputOption = OutputFormat.TABLE) -> None:
+    """Show one provider account (by name or id)."""
+    emit(state(ctx).client().get(f"/provider-accounts/{account}"), output)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: str,
+    kind: Annotated[ProviderKind, typer.Option(help="Provider kind.")],
+    setting: Annotated[
+        list[str] | None,
+        typer.Option("--setting", help="KEY=VALUE (VALUE as JSON if it parses); repeat."),
+    ] = None,
+    credentials_ref: Annotated[
+        str | None, typer.Option(help="Where the secrets live: env:NAME, file:PATH, vault:PATH.")
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Register a provider account (secrets stay outside; point at them)."""
+    body = {
+        "name": name,
+        "kind": kind,
+        "settings": parse_typed_pairs(setting),
+        "credentials_ref": credentials_ref,
+    }
+    emit(state(ctx).client().post("/provider-accounts", body), output)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    account: str,
+    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+) -> None:
+    """Delete a provider account no node uses."""
+    state(ctx).client().delete(f"/provider-accounts/{account}", version=version)
+    typer.echo(f"deleted provider account {account}")
+
+
+@region_app.command("add")
+def region_add(
+    ctx: typer.Context,
+    account: str,
+    name: str,
+    display_name: Annotated[str | None, typer.Option(help="Human-readable name.")] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Add a region to an account's catalog."""
+    body = {"name": name, "display_name": display_name}
+    emit(state(ctx).client().post(f"/provider-accounts/{account}/regions", body), output)
+
+
+@region_app.command("list")
+def region_list(
+    ctx: typer.Context,
+    account: str,
+    limit: LimitOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List an account's regions."""
+    items = state(ctx).client().paginate(f"/provider-accounts/{account}/regions", limit=limit)
+    emit(items, output, columns=("name", "display_name", "id"))
+
+
+@zone_app.command("add")
+def zone_add(
+    ctx: typer.Context,
+    account: str,
+    region: str,
+    name: str,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Add a zone to a region."""
+    path = f"/provider-accounts/{account}/regions/{region}/zones"
+    emit(state(ctx).client().post(path, {"name": name}), output)
+
+
+@zone_app.command("list")
+def zone_list(
+    ctx: typer.Context,
+    account: str,
+    region: str,
+    limit: LimitOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List a region's zones."""
+    path = f"/provider-accounts/{account}/regions/{region}/zones"
+    emit(state(ctx).client().paginate(path, limit=limit), output, columns=("name", "id"))
+
+
+@type_app.command("add")
+def type_add(
+    ctx: typer.Context,
+    account: str,
+    name: str,
+    vcpus: Annotated[int, typer.Option(help="Virtual CPUs.")],
+    memory_mib: Annotated[int, typer.Option(help="Memory in MiB.")],
+    arch: Annotated[Arch, typer.Option(help="CPU architecture.")] = Arch.AMD64,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Add an instance type to an account's catalog."""
+    body = {"name": name, "vcpus": vcpus, "memory_mib": memory_mib, "arch": arch}
+    emit(state(ctx).client().post(f"/provider-accounts/{account}/instance-types", body), output)
+
+
+@type_app.command("list")
+def type_list(
+    ctx: typer.Context,
+    account: str,
+    limit: LimitOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List an account's instance types."""
+    items = (
+        state(ctx).client().paginate(f"/provider-accounts/{account}/instance-types", limit=limit)
+    )
+    emit(items, output, columns=("name", "vcpus", "memory_mib", "arch", "id"))
