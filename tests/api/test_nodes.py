@@ -141,8 +141,14 @@ async def test_lifecycle_actions_follow_the_table_and_record_events(api: Api) ->
     events = await api.ok("GET", "/events", params={"subject_id": node["id"], "kind": "node.*"})
     kinds = [e["kind"] for e in events["items"]]
     assert kinds == [
-        "node.created", "node.provision", "node.ready", "node.drain", "node.stop",
-        "node.start", "node.fail", "node.retry",
+        "node.created",
+        "node.provision",
+        "node.ready",
+        "node.drain",
+        "node.stop",
+        "node.start",
+        "node.fail",
+        "node.retry",
     ]
     fail_event = events["items"][6]
     assert fail_event["severity"] == "critical"

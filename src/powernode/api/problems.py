@@ -8,6 +8,7 @@ a bare 500 problem with the correlation id and no stack trace.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,6 +58,7 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem_response("The request body could not be parsed."),
     401: _problem_response("No valid bearer token."),
     403: _problem_response("The token's role does not allow this action."),
     404: _problem_response("No such object."),
@@ -138,7 +140,8 @@ def install(app: FastAPI) -> None:
         detail = str(exc.detail)
         if exc.status_code < 500:
             await audit_refusal(request, exc.status_code, detail)
-        return problem(request, exc.status_code, detail, detail, "http")
+        title = HTTPStatus(exc.status_code).phrase
+        return problem(request, exc.status_code, title, detail, "http")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,12 @@ from typing import Any
 
 from powernode.cli.client import ApiClient, CliError
 from powernode.db.crud import parse_ref
+from powernode.errors import Category
+
+
+def invalid(message: str) -> CliError:
+    """A CliError for bad input on the command line (exits like an API 'invalid')."""
+    return CliError(message, Category.INVALID)
 
 
 def parse_pairs(items: list[str] | None) -> dict[str, str]:
@@ -17,7 +23,7 @@ def parse_pairs(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CliError(f"{item!r} is not KEY=VALUE")
+            raise invalid(f"{item!r} is not KEY=VALUE")
         result[key] = value
     return result
 
@@ -43,9 +49,9 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise CliError(f"{option} is not valid JSON: {exc}") from exc
+        raise invalid(f"{option} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise CliError(f'{option} must be a JSON object, like \'{{"key": "value"}}\'')
+        raise invalid(f'{option} must be a JSON object, like \'{{"key": "value"}}\'')
     return value
 
 
@@ -56,7 +62,7 @@ def read_json_file(path: Path | None, option: str) -> dict[str, Any] | None:
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
     except OSError as exc:
-        raise CliError(f"{option}: cannot read {path}: {exc.strerror or exc}") from exc
+        raise invalid(f"{option}: cannot read {path}: {exc.strerror or exc}") from exc
     return parse_json_object(text, f"{option} {path}")
 
 
@@ -65,7 +71,7 @@ def json_document(
 ) -> dict[str, Any]:
     """A JSON object from `--OPTION JSON` or `--OPTION-file FILE`, then `--set KEY=VALUE` on top."""
     if text is not None and path is not None:
-        raise CliError(f"give {option} or {option}-file, not both")
+        raise invalid(f"give {option} or {option}-file, not both")
     document = parse_json_object(text, option) or read_json_file(path, f"{option}-file") or {}
     return {**document, **parse_typed_pairs(sets)}
 

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.client import CliError
 from powernode.cli.common import OutputOption, state
 from powernode.cli.output import OutputFormat, emit
-from powernode.cli.params import json_document, lookup_id, parse_json_object
+from powernode.cli.params import invalid, json_document, lookup_id, parse_json_object
 
 app = typer.Typer(help="Tasks: work queued for a node or an instance.", no_args_is_help=True)
 
@@ -60,11 +59,11 @@ def create(
 ) -> None:
     """Queue a task for a node (--node) or an instance (--instance)."""
     if (node is None) == (instance is None):
-        raise CliError("give exactly one target: --node or --instance")
+        raise invalid("give exactly one target: --node or --instance")
     document: dict[str, Any] = json_document(payload, None, None, option="--payload")
     if arg:
         if kind != "shell":
-            raise CliError(f"--arg is for shell tasks; give a {kind} payload with --payload")
+            raise invalid(f"--arg is for shell tasks; give a {kind} payload with --payload")
         document["argv"] = arg
     body = {
         "kind": kind,

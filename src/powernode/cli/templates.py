@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.client import CliError
 from powernode.cli.common import OutputOption, state
 from powernode.cli.output import OutputFormat, emit
+from powernode.cli.params import invalid
 
 app = typer.Typer(help="Templates: named, ordered stacks of modules.", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ def parse_modules(items: list[str] | None) -> list[dict[str, str]] | None:
     for item in items:
         name, sep, version = item.rpartition("@")
         if not sep or not name or not version:
-            raise CliError(f"--module {item!r} is not NAME@VERSION")
+            raise invalid(f"--module {item!r} is not NAME@VERSION")
         refs.append({"name": name, "version": version})
     return refs
 
@@ -86,7 +86,7 @@ def update(
 ) -> None:
     """Change a template's description or replace its module stack."""
     if description is None and module is None:
-        raise CliError("nothing to change; give --description or --module")
+        raise invalid("nothing to change; give --description or --module")
     client = state(ctx).client()
     current = client.get(f"/templates/{template}")
     body = {

@@ -1,0 +1,80 @@
+"""A real control plane in a subprocess: `powernode init` then `powernode serve` on a free port.
+
+Shared by the tests that must talk HTTP over a socket (CLI, schemathesis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+POWERNODE = str(Path(sys.executable).parent / "powernode")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    data_dir: Path
+    token: str
+    env: dict[str, str]
+    """Environment for CLI subprocesses pointed at this server."""
+
+
+@contextmanager
+def running_server(data_dir: Path, *, database_url: str | None = None) -> Iterator[RunningServer]:
+    """Init and serve; yields once /readyz answers 200; stops the server afterwards."""
+    port = free_port()
+    env = {**os.environ, "POWERNODE_DATA_DIR": str(data_dir)}
+    env.pop("POWERNODE_TOKEN", None)
+    if database_url:
+        env["POWERNODE_DATABASE_URL"] = database_url
+    url = f"http://127.0.0.1:{port}"
+    subprocess.run(
+        [POWERNODE, "init"], env={**env, "POWERNODE_URL": url}, check=True, capture_output=True
+    )
+    log = (data_dir / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [POWERNODE, "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {(data_dir / 'serve.log').read_text()}")
+            time.sleep(0.1)
+        token = json.loads((data_dir / "cli-credentials.json").read_text())["token"]
+        yield RunningServer(
+            url=url, data_dir=data_dir, token=token, env={**env, "POWERNODE_URL": url}
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
