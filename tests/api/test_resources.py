@@ -206,3 +206,13 @@ async def test_health_and_readiness(api: Api) -> None:
     ready = await api.http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["migration"] == ready.json()["head"]
+
+
+async def test_interactive_docs_are_served_without_a_cdn(api: Api) -> None:
+    page = await api.http.get("/api/v1/docs")
+    assert page.status_code == 200
+    assert "/api/v1/docs/static/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    script = await api.http.get("/api/v1/docs/static/swagger-ui-bundle.js")
+    assert script.status_code == 200
+    assert len(script.content) > 100_000

@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from powernode import __version__
 from powernode.api import problems
@@ -38,7 +41,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         description="Fleet control plane operator API. Authenticate with `Authorization: Bearer "
         "<token>`; errors are RFC 9457 problem documents.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -51,6 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     for module in (nodes, instances, tasks, templates, providers, tokens, events):
         api.include_router(module.router)
     app.include_router(api)
+    _mount_docs(app)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -83,3 +87,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Interactive docs at /api/v1/docs with Swagger UI served from the installed package, so
+    they work on an air-gapped control plane (FastAPI's default loads them from a CDN)."""
+    static = f"{API_PREFIX}/docs/static"
+    app.mount(static, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title="powernode API",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon-32x32.png",
+        )
