@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import secrets
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path

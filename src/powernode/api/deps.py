@@ -11,17 +11,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.auth.roles import Permission, allows
-from powernode.auth.tokens import Principal, authenticate
+from powernode.auth.tokens import Principal, authenticate, touch_token
 from powernode.clock import Clock
 from powernode.db.engine import Database
 from powernode.errors import Forbidden, Unauthorized
 from powernode.events.log import EventContext
 from powernode.ids import new_id
 
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; reads use the read-only factory (no write lock on SQLite)."""
     db: Database = request.app.state.db
-    async with db.sessions() as session:
+    factory = db.read_sessions if request.method in _READ_METHODS else db.sessions
+    async with factory() as session:
         yield session
 
 
@@ -58,6 +62,11 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Caller]
             raise Unauthorized("this endpoint needs a bearer token: Authorization: Bearer pn_...")
         clock: Clock = request.app.state.clock
         principal = await authenticate(session, credentials.credentials, clock)
+        await session.rollback()  # end the read snapshot before the request's own work
+        if principal.last_used_stale:
+            db: Database = request.app.state.db
+            async with db.transaction() as writer:
+                await touch_token(writer, principal.id, clock.now())
         request.state.actor = principal.actor
         caller = Caller(
             principal=principal,

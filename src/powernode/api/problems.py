@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from powernode.db.crud import LOST_RACE_ERRORS, as_conflict
 from powernode.db.engine import Database
 from powernode.errors import Category, PowernodeError
 from powernode.events.log import EventContext, Severity, record_event
@@ -124,6 +125,14 @@ def install(app: FastAPI) -> None:
         status = STATUS_BY_CATEGORY[exc.category]
         await audit_refusal(request, status, exc.detail)
         return problem(request, status, exc.title, exc.detail, str(exc.category), **exc.extra)
+
+    async def _lost_race(request: Request, exc: Exception) -> JSONResponse:
+        # A flush inside a service lost a race (commit() covers the commit itself).
+        assert isinstance(exc, LOST_RACE_ERRORS)
+        return await _domain(request, as_conflict(exc))
+
+    for error_type in LOST_RACE_ERRORS:
+        app.add_exception_handler(error_type, _lost_race)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.auth.models import ApiToken
@@ -64,6 +64,8 @@ class Principal:
     token_id: str
     name: str
     role: Role
+    last_used_stale: bool = False
+    """Whether `last_used_at` is older than its granularity and should be touched."""
 
     @property
     def actor(self) -> str:
@@ -124,11 +126,20 @@ async def authenticate(session: AsyncSession, raw: str, clock: Clock) -> Princip
         raise Unauthorized("the bearer token has been revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthorized("the bearer token has expired: create a new one")
-    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
-        # Coarse on purpose: a write per request would cost every GET a transaction.
-        row.last_used_at = now
-        await session.commit()
-    return Principal(id=row.id, token_id=row.token_id, name=row.name, role=Role(row.role))
+    # Coarse on purpose: a write per request would cost every GET a write transaction.
+    stale = row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY
+    return Principal(
+        id=row.id,
+        token_id=row.token_id,
+        name=row.name,
+        role=Role(row.role),
+        last_used_stale=stale,
+    )
+
+
+async def touch_token(session: AsyncSession, token: uuid.UUID, now: dt.datetime) -> None:
+    """Record that a token was used (in the caller's write transaction)."""
+    await session.execute(update(ApiToken).where(ApiToken.id == token).values(last_used_at=now))
 
 
 async def list_tokens(session: AsyncSession, *, limit: int, cursor: str | None) -> Page[ApiToken]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from powernode.cli.client import ApiClient, CliError
-from powernode.db.crud import parse_ref
 from powernode.errors import Category
 
 
@@ -80,6 +80,7 @@ def lookup_id(client: ApiClient, collection: str, ref: str | None) -> str | None
     """The id of the object named or identified by `ref` in `collection` (None stays None)."""
     if ref is None:
         return None
-    if parse_ref(ref) is not None:
-        return ref
-    return str(client.get(f"{collection}/{ref}")["id"])
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:  # a name: ask the server
+        return str(client.get(f"{collection}/{ref}")["id"])

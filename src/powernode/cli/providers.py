@@ -10,7 +10,6 @@ from powernode.cli.common import OutputOption, state
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import parse_typed_pairs
 from powernode.fleet.states import Arch
-from powernode.providers.models import ProviderKind
 
 app = typer.Typer(help="Provider accounts: where nodes are created.", no_args_is_help=True)
 region_app = typer.Typer(help="Regions of a provider account.", no_args_is_help=True)
@@ -27,7 +26,7 @@ LimitOption = Annotated[int | None, typer.Option(help="At most this many.")]
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    kind: Annotated[ProviderKind | None, typer.Option(help="Only of this kind.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only of this kind.")] = None,
     limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
@@ -46,7 +45,9 @@ def show(ctx: typer.Context, account: str, output: OutputOption = OutputFormat.T
 def create(
     ctx: typer.Context,
     name: str,
-    kind: Annotated[ProviderKind, typer.Option(help="Provider kind.")],
+    kind: Annotated[
+        str, typer.Option(help="local, qemu, aws, gcp, azure, openstack or digitalocean.")
+    ],
     setting: Annotated[
         list[str] | None,
         typer.Option("--setting", help="KEY=VALUE (VALUE as JSON if it parses); repeat."),

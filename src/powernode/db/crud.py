@@ -56,15 +56,22 @@ def check_version(entity: Any, expected: int | None, what: str) -> None:
         )
 
 
+LOST_RACE_ERRORS = (StaleDataError, IntegrityError)
+
+
+def as_conflict(exc: StaleDataError | IntegrityError) -> Conflict:
+    """The Conflict a lost race means: a stale version, or a duplicate created concurrently."""
+    if isinstance(exc, StaleDataError):
+        return Conflict(
+            "the object was changed concurrently by another request; fetch it again and retry"
+        )
+    return Conflict(f"the change conflicts with existing data: {exc.orig}")
+
+
 async def commit(session: AsyncSession) -> None:
     """Commit, turning lost races into Conflict instead of a server error."""
     try:
         await session.commit()
-    except StaleDataError as exc:
+    except LOST_RACE_ERRORS as exc:
         await session.rollback()
-        raise Conflict(
-            "the object was changed concurrently by another request; fetch it again and retry"
-        ) from exc
-    except IntegrityError as exc:
-        await session.rollback()
-        raise Conflict(f"the change conflicts with existing data: {exc.orig}") from exc
+        raise as_conflict(exc) from exc

@@ -49,6 +49,8 @@ def is_sqlite(url: str) -> bool:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # We emit BEGIN ourselves (see `_sqlite_begin`), so the driver must not.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed during a write; busy_timeout queues writers instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -58,12 +60,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for URL with the pragmas and pool settings we rely on."""
+def _sqlite_begin(mode: str) -> Any:
+    def begin(conn: Any) -> None:
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return begin
+
+
+def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+    """An async engine for URL with the pragmas and pool settings we rely on.
+
+    On SQLite, transactions of a writing engine start with BEGIN IMMEDIATE: a writer takes the
+    write lock before it reads, so it waits its turn (busy_timeout) instead of failing with
+    SQLITE_BUSY when another writer committed after its read snapshot began. `read_only`
+    engines use a plain deferred BEGIN, so reads never wait for writers (WAL).
+    """
     target = async_url(url)
     if is_sqlite(url):
         engine = create_async_engine(target)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        begin = _sqlite_begin("DEFERRED" if read_only else "IMMEDIATE")
+        event.listen(engine.sync_engine, "begin", begin)
         return engine
     return create_async_engine(
         target, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -71,12 +88,19 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 class Database:
-    """One engine and its session factory."""
+    """Engines and session factories for one database.
+
+    `sessions` is for work that may write; `read_sessions` for work that only reads. On
+    PostgreSQL both share one engine; on SQLite readers get their own engine whose transactions
+    do not take the write lock.
+    """
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
+        self.read_engine = create_engine(url, read_only=True) if is_sqlite(url) else self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -86,3 +110,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
