@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from powernode.cli.client import CliError
@@ -27,12 +26,14 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Control plane URL [env: POWERNODE_URL].")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Control plane URL \\[env: POWERNODE_URL].")
+    ] = None,
     token: Annotated[
-        str | None, typer.Option(help="API token [env: POWERNODE_TOKEN].", show_default=False)
+        str | None, typer.Option(help="API token \\[env: POWERNODE_TOKEN].", show_default=False)
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="State directory [env: POWERNODE_DATA_DIR].")
+        Path | None, typer.Option(help="State directory \\[env: POWERNODE_DATA_DIR].")
     ] = None,
 ) -> None:
     overrides = {"url": url, "token": token, "data_dir": data_dir}
@@ -68,8 +69,8 @@ def init(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Bind port [default: 8080].")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address \\[default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port \\[default: 8080].")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the control plane: operator API, /healthz and /readyz."""
@@ -100,20 +101,13 @@ def run() -> None:
     """Console-script entry point: one clear line on stderr and an exit code per category."""
     _register_nouns()
     try:
-        app(standalone_mode=False)
+        # Standalone mode: Typer reports usage errors itself (exit 2); ours propagate.
+        app()
     except CliError as exc:
         error(exc.message)
         sys.exit(EXIT_CODES[exc.category])
     except PowernodeError as exc:
         error(exc.detail)
         sys.exit(EXIT_CODES[exc.category])
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        error("aborted")
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

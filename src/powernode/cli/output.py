@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,8 @@ EXIT_CODES: dict[Category | None, int] = {
     Category.UNAVAILABLE: 7,
 }
 
-stdout = Console(soft_wrap=True)
+# Piped output is read by programs or wide pagers: never cut ids to fit 80 columns there.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
@@ -41,10 +43,15 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+        return ",".join(f"{k}={_scalar(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
+        return ",".join(_scalar(v) for v in value) or "-"
     return str(value)
+
+
+def _scalar(value: Any) -> str:
+    """A nested value as compact JSON (not a Python repr); strings as they are."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def emit_table(

@@ -70,7 +70,7 @@ class StateMachine(Generic[S, E]):
             if matches and (row.guard is None or row.guard(entity)):
                 return row
         raise InvalidTransition(
-            f"{self.subject_type} {entity.id}",
+            f"{self.subject_type} {getattr(entity, 'name', None) or entity.id}",
             str(entity.state),
             str(event),
             [str(e) for e in self.allowed_events(entity.state)],
