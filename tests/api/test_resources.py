@@ -216,3 +216,49 @@ async def test_interactive_docs_are_served_without_a_cdn(api: Api) -> None:
     script = await api.http.get("/api/v1/docs/static/swagger-ui-bundle.js")
     assert script.status_code == 200
     assert len(script.content) > 100_000
+
+
+async def test_catalog_rows_can_be_removed_unless_nodes_use_them(api: Api) -> None:
+    account = await api.ok("POST", "/provider-accounts", json={"name": "os", "kind": "openstack"})
+    region = await api.ok("POST", "/provider-accounts/os/regions", json={"name": "r1"})
+    zone = await api.ok("POST", "/provider-accounts/os/regions/r1/zones", json={"name": "z1"})
+    await api.ok("POST", "/provider-accounts/os/regions/r1/zones", json={"name": "z2"})
+    await api.ok(
+        "POST",
+        "/provider-accounts/os/instance-types",
+        json={"name": "m1.small", "vcpus": 1, "memory_mib": 2048},
+    )
+    await api.ok(
+        "POST",
+        "/nodes",
+        json={
+            "name": "n1",
+            "provider_account_id": account["id"],
+            "region_id": region["id"],
+            "zone_id": zone["id"],
+        },
+    )
+    assert (await api.call("DELETE", "/provider-accounts/os/regions/r1")).status_code == 409
+    assert (
+        await api.call("DELETE", "/provider-accounts/os/regions/r1/zones/z1")
+    ).status_code == 409
+    assert (
+        await api.call("DELETE", "/provider-accounts/os/regions/r1/zones/z2")
+    ).status_code == 204
+    assert (
+        await api.call("DELETE", "/provider-accounts/os/regions/r1/zones/z2")
+    ).status_code == 404
+    assert (
+        await api.call("DELETE", "/provider-accounts/os/instance-types/m1.small")
+    ).status_code == 204
+    await api.ok("POST", "/nodes/n1/actions/terminate")
+    await api.ok("DELETE", "/nodes/n1")
+    assert (await api.call("DELETE", "/provider-accounts/os/regions/r1")).status_code == 204
+    zones = await api.call("GET", "/provider-accounts/os/regions/r1/zones")
+    assert zones.status_code == 422
+    events = await api.ok("GET", "/events", params={"kind": "provider_account.*"})
+    assert [e["kind"] for e in events["items"]][-3:] == [
+        "provider_account.zone_removed",
+        "provider_account.instance_type_removed",
+        "provider_account.region_removed",
+    ]

@@ -15,7 +15,16 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from powernode import __version__
 from powernode.api import problems
 from powernode.api.middleware import CorrelationMiddleware
-from powernode.api.routes import events, instances, nodes, providers, tasks, templates, tokens
+from powernode.api.routes import (
+    catalog,
+    events,
+    instances,
+    nodes,
+    providers,
+    tasks,
+    templates,
+    tokens,
+)
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
@@ -51,7 +60,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX, responses=problems.PROBLEM_RESPONSES)
-    for module in (nodes, instances, tasks, templates, providers, tokens, events):
+    for module in (nodes, instances, tasks, templates, providers, catalog, tokens, events):
         api.include_router(module.router)
     app.include_router(api)
     _mount_docs(app)

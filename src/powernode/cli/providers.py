@@ -156,3 +156,24 @@ def type_list(
         state(ctx).client().paginate(f"/provider-accounts/{account}/instance-types", limit=limit)
     )
     emit(items, output, columns=("name", "vcpus", "memory_mib", "arch", "id"))
+
+
+@region_app.command("remove")
+def region_remove(ctx: typer.Context, account: str, name: str) -> None:
+    """Remove a region and its zones (refused while nodes are placed in it)."""
+    state(ctx).client().delete(f"/provider-accounts/{account}/regions/{name}")
+    typer.echo(f"removed region {name} from {account}")
+
+
+@zone_app.command("remove")
+def zone_remove(ctx: typer.Context, account: str, region: str, name: str) -> None:
+    """Remove a zone (refused while nodes are placed in it)."""
+    state(ctx).client().delete(f"/provider-accounts/{account}/regions/{region}/zones/{name}")
+    typer.echo(f"removed zone {region}/{name} from {account}")
+
+
+@type_app.command("remove")
+def type_remove(ctx: typer.Context, account: str, name: str) -> None:
+    """Remove an instance type from the catalog."""
+    state(ctx).client().delete(f"/provider-accounts/{account}/instance-types/{name}")
+    typer.echo(f"removed instance type {name} from {account}")

@@ -18,11 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.db.crud import check_version, get_by_ref
 from powernode.db.pagination import Page, paginate
-from powernode.errors import Conflict, Invalid
+from powernode.errors import Conflict
 from powernode.events.log import EventContext, Severity, record_event
 from powernode.fleet.models import Node
-from powernode.fleet.states import Arch
-from powernode.providers.models import InstanceType, ProviderAccount, ProviderKind, Region, Zone
+from powernode.providers.models import ProviderAccount, ProviderKind
 from powernode.schemas import Name, Version
 
 CREDENTIALS_REF_RE = r"^(env|file|vault|secret):[^\s]{1,490}$"
@@ -78,56 +77,6 @@ class AccountOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     version: int
-
-
-class RegionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-    display_name: str | None = Field(default=None, max_length=200)
-
-
-class RegionOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    provider_account_id: uuid.UUID
-    name: str
-    display_name: str | None
-
-
-class ZoneCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-
-
-class ZoneOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    region_id: uuid.UUID
-    name: str
-
-
-class InstanceTypeCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    vcpus: int = Field(ge=1, le=1024)
-    memory_mib: int = Field(ge=64, le=64 * 1024 * 1024)
-    arch: Arch = Arch.AMD64
-
-
-class InstanceTypeOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    provider_account_id: uuid.UUID
-    name: str
-    vcpus: int
-    memory_mib: int
-    arch: Arch
 
 
 async def create_account(
@@ -216,104 +165,3 @@ async def delete_account(
         payload={"name": row.name},
     )
     await session.delete(row)
-
-
-async def _catalog_event(
-    session: AsyncSession, ctx: EventContext, account: ProviderAccount, what: str, name: str
-) -> None:
-    await record_event(
-        session,
-        ctx,
-        kind=f"provider_account.{what}_added",
-        subject_type="provider_account",
-        subject_id=account.id,
-        payload={what: name},
-    )
-
-
-async def add_region(
-    session: AsyncSession, ctx: EventContext, ref: str | uuid.UUID, spec: RegionCreate
-) -> Region:
-    account = await get_account(session, ref)
-    if await session.scalar(
-        select(Region.id).where(Region.provider_account_id == account.id, Region.name == spec.name)
-    ):
-        raise Conflict(f"provider account {account.name} already has region {spec.name!r}")
-    row = Region(provider_account_id=account.id, name=spec.name, display_name=spec.display_name)
-    session.add(row)
-    await session.flush()
-    await _catalog_event(session, ctx, account, "region", spec.name)
-    return row
-
-
-async def list_regions(
-    session: AsyncSession, ref: str | uuid.UUID, *, limit: int, cursor: str | None
-) -> Page[Region]:
-    account = await get_account(session, ref)
-    stmt = select(Region).where(Region.provider_account_id == account.id)
-    return await paginate(session, stmt, Region.id, limit=limit, cursor=cursor)
-
-
-async def _region(session: AsyncSession, account: ProviderAccount, region: str) -> Region:
-    row = await session.scalar(
-        select(Region).where(Region.provider_account_id == account.id, Region.name == region)
-    )
-    if row is None:
-        raise Invalid(f"provider account {account.name} has no region {region!r}", field="region")
-    return row
-
-
-async def add_zone(
-    session: AsyncSession, ctx: EventContext, ref: str | uuid.UUID, region: str, spec: ZoneCreate
-) -> Zone:
-    account = await get_account(session, ref)
-    parent = await _region(session, account, region)
-    if await session.scalar(
-        select(Zone.id).where(Zone.region_id == parent.id, Zone.name == spec.name)
-    ):
-        raise Conflict(f"region {region} already has zone {spec.name!r}")
-    row = Zone(region_id=parent.id, name=spec.name)
-    session.add(row)
-    await session.flush()
-    await _catalog_event(session, ctx, account, "zone", f"{region}/{spec.name}")
-    return row
-
-
-async def list_zones(
-    session: AsyncSession, ref: str | uuid.UUID, region: str, *, limit: int, cursor: str | None
-) -> Page[Zone]:
-    account = await get_account(session, ref)
-    parent = await _region(session, account, region)
-    stmt = select(Zone).where(Zone.region_id == parent.id)
-    return await paginate(session, stmt, Zone.id, limit=limit, cursor=cursor)
-
-
-async def add_instance_type(
-    session: AsyncSession, ctx: EventContext, ref: str | uuid.UUID, spec: InstanceTypeCreate
-) -> InstanceType:
-    account = await get_account(session, ref)
-    if await session.scalar(
-        select(InstanceType.id).where(
-            InstanceType.provider_account_id == account.id, InstanceType.name == spec.name
-        )
-    ):
-        raise Conflict(f"provider account {account.name} already has instance type {spec.name!r}")
-    row = InstanceType(
-        provider_account_id=account.id,
-        name=spec.name,
-        vcpus=spec.vcpus,
-        memory_mib=spec.memory_mib,
-        arch=str(spec.arch),
-    )
-    session.add(row)
-    await session.flush()
-    await _catalog_event(session, ctx, account, "instance_type", spec.name)
-    return row
-
-
-async def list_instance_types(
-    session: AsyncSession, ref: str | uuid.UUID, *, limit: int, cursor: str | None
-) -> Page[InstanceType]:
-    account = await get_account(session, ref)
-    stmt = select(InstanceType).where(InstanceType.provider_account_id == account.id)
-    return await paginate(session, stmt, InstanceType.id, limit=limit, cursor=cursor)

@@ -15,17 +15,7 @@ from powernode.api.deps import (
 from powernode.db.crud import commit
 from powernode.providers import service
 from powernode.providers.models import ProviderKind
-from powernode.providers.service import (
-    AccountCreate,
-    AccountOut,
-    AccountUpdate,
-    InstanceTypeCreate,
-    InstanceTypeOut,
-    RegionCreate,
-    RegionOut,
-    ZoneCreate,
-    ZoneOut,
-)
+from powernode.providers.service import AccountCreate, AccountOut, AccountUpdate
 from powernode.schemas import PageOut
 
 router = APIRouter(prefix="/provider-accounts", tags=["provider accounts"])
@@ -76,66 +66,3 @@ async def delete_account(
     await service.delete_account(session, caller.ctx, account, version)
     await commit(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get("/{account}/regions")
-async def list_regions(
-    session: SessionDep, _: Reader, account: str, limit: Limit = 100, cursor: Cursor = None
-) -> PageOut[RegionOut]:
-    page = await service.list_regions(session, account, limit=limit, cursor=cursor)
-    return PageOut(
-        items=[RegionOut.model_validate(r) for r in page.items], next_cursor=page.next_cursor
-    )
-
-
-@router.post("/{account}/regions", status_code=status.HTTP_201_CREATED)
-async def add_region(
-    session: SessionDep, caller: ProviderAdmin, account: str, spec: RegionCreate
-) -> RegionOut:
-    row = await service.add_region(session, caller.ctx, account, spec)
-    await commit(session)
-    return RegionOut.model_validate(row)
-
-
-@router.get("/{account}/regions/{region}/zones")
-async def list_zones(
-    session: SessionDep,
-    _: Reader,
-    account: str,
-    region: str,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> PageOut[ZoneOut]:
-    page = await service.list_zones(session, account, region, limit=limit, cursor=cursor)
-    return PageOut(
-        items=[ZoneOut.model_validate(z) for z in page.items], next_cursor=page.next_cursor
-    )
-
-
-@router.post("/{account}/regions/{region}/zones", status_code=status.HTTP_201_CREATED)
-async def add_zone(
-    session: SessionDep, caller: ProviderAdmin, account: str, region: str, spec: ZoneCreate
-) -> ZoneOut:
-    row = await service.add_zone(session, caller.ctx, account, region, spec)
-    await commit(session)
-    return ZoneOut.model_validate(row)
-
-
-@router.get("/{account}/instance-types")
-async def list_instance_types(
-    session: SessionDep, _: Reader, account: str, limit: Limit = 100, cursor: Cursor = None
-) -> PageOut[InstanceTypeOut]:
-    page = await service.list_instance_types(session, account, limit=limit, cursor=cursor)
-    return PageOut(
-        items=[InstanceTypeOut.model_validate(t) for t in page.items],
-        next_cursor=page.next_cursor,
-    )
-
-
-@router.post("/{account}/instance-types", status_code=status.HTTP_201_CREATED)
-async def add_instance_type(
-    session: SessionDep, caller: ProviderAdmin, account: str, spec: InstanceTypeCreate
-) -> InstanceTypeOut:
-    row = await service.add_instance_type(session, caller.ctx, account, spec)
-    await commit(session)
-    return InstanceTypeOut.model_validate(row)
