@@ -188,3 +188,18 @@ async def test_references_to_missing_objects_are_refused(api: Api) -> None:
     assert response.status_code == 422
     assert response.json()["field"] == "template_id"
     assert (await api.call("GET", "/nodes", params={"limit": 0})).status_code == 422
+
+
+async def test_node_documents_have_exactly_the_documented_shape(api: Api) -> None:
+    """Node routes build plain documents for speed; they must match NodeOut field for field."""
+    from powernode.fleet.nodes import NodeOut
+
+    await api.ok("POST", "/nodes", json={"name": "web-1", "labels": {"b": "2", "a": "1"}})
+    for document in [
+        await api.ok("GET", "/nodes/web-1"),
+        (await api.ok("GET", "/nodes"))["items"][0],
+        await api.ok("POST", "/nodes/web-1/actions/provision"),
+    ]:
+        parsed = NodeOut.model_validate(document)
+        assert parsed.model_dump(mode="json") == document
+        assert list(document["labels"]) == ["a", "b"]

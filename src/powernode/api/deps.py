@@ -62,8 +62,9 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Caller]
             raise Unauthorized("this endpoint needs a bearer token: Authorization: Bearer pn_...")
         clock: Clock = request.app.state.clock
         principal = await authenticate(session, credentials.credentials, clock)
-        await session.rollback()  # end the read snapshot before the request's own work
         if principal.last_used_stale:
+            # Its own short write transaction; first end ours, which may hold SQLite's lock.
+            await session.rollback()
             db: Database = request.app.state.db
             async with db.transaction() as writer:
                 await touch_token(writer, principal.id, clock.now())

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from powernode.db.crud import LOST_RACE_ERRORS, as_conflict
@@ -65,6 +66,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _problem_response("No such object."),
     409: _problem_response("Conflict: stale version, duplicate, or invalid transition."),
     422: _problem_response("The request is not valid; `errors` names the fields."),
+    503: _problem_response("The database is unreachable; retry after `Retry-After` seconds."),
 }
 
 
@@ -133,6 +135,21 @@ def install(app: FastAPI) -> None:
 
     for error_type in LOST_RACE_ERRORS:
         app.add_exception_handler(error_type, _lost_race)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            return await _unexpected(request, exc)
+        log.warning("database connection lost: %s", exc.orig)
+        response = problem(
+            request,
+            503,
+            "Service unavailable",
+            "the database connection was lost; retry the request",
+            "unavailable",
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -82,8 +82,10 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
         begin = _sqlite_begin("DEFERRED" if read_only else "IMMEDIATE")
         event.listen(engine.sync_engine, "begin", begin)
         return engine
+    # No pre-ping: it costs every request a round trip. A connection that died with its server
+    # fails one request with 503 (see api/problems.py) and the pool replaces it.
     return create_async_engine(
-        target, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        target, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
     )
 
 

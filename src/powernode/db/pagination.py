@@ -53,14 +53,22 @@ async def paginate(
     *,
     limit: int,
     cursor: str | None,
+    rows: bool = False,
 ) -> Page[Any]:
-    """One page of `stmt` ordered by `id_column`, with the cursor for the next page."""
+    """One page of `stmt` ordered by `id_column`, with the cursor for the next page.
+
+    Items are ORM objects, or with `rows` the result rows of a column select (cheaper).
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise Invalid(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     if cursor:
         stmt = stmt.where(id_column > decode_cursor(cursor))
-    rows = (await session.scalars(stmt.order_by(id_column).limit(limit + 1))).all()
-    has_more = len(rows) > limit
-    items = rows[:limit]
+    ordered = stmt.order_by(id_column).limit(limit + 1)
+    if rows:  # Core execution: no ORM result processing for plain column selects
+        found: Sequence[Any] = (await (await session.connection()).execute(ordered)).all()
+    else:
+        found = (await session.scalars(ordered)).all()
+    has_more = len(found) > limit
+    items = found[:limit]
     next_cursor = encode_cursor(items[-1].id) if has_more and items else None
     return Page(items=items, next_cursor=next_cursor)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Row, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -72,27 +73,36 @@ class NodeOut(BaseModel):
     state_changed_at: dt.datetime
     version: int
 
-    @classmethod
-    def of(cls, node: Node) -> NodeOut:
-        state = MachineState(node.state)
-        return cls(
-            id=node.id,
-            name=node.name,
-            arch=Arch(node.arch),
-            state=state,
-            desired_state=DesiredState(node.desired_state),
-            failure_reason=node.failure_reason,
-            template_id=node.template_id,
-            provider_account_id=node.provider_account_id,
-            region_id=node.region_id,
-            zone_id=node.zone_id,
-            labels=node.label_map,
-            allowed_events=NODE_LIFECYCLE.allowed_events(state),
-            created_at=node.created_at,
-            updated_at=node.updated_at,
-            state_changed_at=node.state_changed_at,
-            version=node.version,
-        )
+
+def node_document(node: Node | Row[Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A node in the API's shape (`NodeOut`), from an ORM node or a nodes-table row + labels.
+
+    Built as a plain dict and encoded by orjson: listing 10,000 nodes through pydantic models
+    cost more than the database. `tests/api` checks the shape against `NodeOut`.
+    """
+    return {
+        "id": node.id,
+        "name": node.name,
+        "arch": node.arch,
+        "state": node.state,
+        "desired_state": node.desired_state,
+        "failure_reason": node.failure_reason,
+        "template_id": node.template_id,
+        "provider_account_id": node.provider_account_id,
+        "region_id": node.region_id,
+        "zone_id": node.zone_id,
+        "labels": node.label_map if isinstance(node, Node) else (labels or {}),
+        "allowed_events": _allowed_events(node.state),
+        "created_at": node.created_at,
+        "updated_at": node.updated_at,
+        "state_changed_at": node.state_changed_at,
+        "version": node.version,
+    }
+
+
+@functools.cache
+def _allowed_events(state: str) -> list[str]:
+    return [str(e) for e in NODE_LIFECYCLE.allowed_events(MachineState(state))]
 
 
 class NodeFilter(BaseModel):
@@ -165,7 +175,8 @@ async def get_node(session: AsyncSession, ref: str | uuid.UUID) -> Node:
 
 
 def _filtered(flt: NodeFilter) -> Select[Any]:
-    stmt = select(Node)
+    # Plain columns, not entities: a page of 1,000 nodes costs no ORM identity-map work.
+    stmt = select(*Node.__table__.c)
     if flt.state is not None:
         stmt = stmt.where(Node.state == str(flt.state))
     if flt.selector:
@@ -185,13 +196,21 @@ def _filtered(flt: NodeFilter) -> Select[Any]:
 
 async def list_nodes(
     session: AsyncSession, flt: NodeFilter, *, limit: int, cursor: str | None
-) -> Page[Node]:
-    return await paginate(session, _filtered(flt), Node.id, limit=limit, cursor=cursor)
-
-
-async def count_nodes(session: AsyncSession, flt: NodeFilter) -> int:
-    total = await session.scalar(select(func.count()).select_from(_filtered(flt).subquery()))
-    return int(total or 0)
+) -> Page[dict[str, Any]]:
+    """One page of node documents; labels come in one query for the whole page."""
+    page = await paginate(session, _filtered(flt), Node.id, limit=limit, cursor=cursor, rows=True)
+    labels: dict[uuid.UUID, dict[str, str]] = {row.id: {} for row in page.items}
+    if labels:
+        conn = await session.connection()
+        label_rows = await conn.execute(
+            select(NodeLabel.node_id, NodeLabel.key, NodeLabel.value)
+            .where(NodeLabel.node_id.in_(list(labels)))
+            .order_by(NodeLabel.node_id, NodeLabel.key)
+        )
+        for node_id, key, value in label_rows:
+            labels[node_id][key] = value
+    items = [node_document(row, labels[row.id]) for row in page.items]
+    return Page(items=items, next_cursor=page.next_cursor)
 
 
 async def update_node(

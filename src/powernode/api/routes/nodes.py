@@ -1,4 +1,8 @@
-"""/api/v1/nodes"""
+"""/api/v1/nodes
+
+Every node route answers with `node_document` encoded by orjson (see api/responses.py), so a
+node reads the same from GET, list and writes; `response_model` documents the shape.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +11,51 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 
 from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.api.responses import json_response
 from powernode.auth.roles import Permission
 from powernode.db.crud import commit
 from powernode.fleet import nodes
 from powernode.fleet.lifecycle import NODE_LIFECYCLE
-from powernode.fleet.nodes import NodeCreate, NodeFilter, NodeOut, NodeUpdate
+from powernode.fleet.nodes import NodeCreate, NodeFilter, NodeOut, NodeUpdate, node_document
 from powernode.fleet.states import MachineEvent
 from powernode.schemas import ActionRequest, PageOut
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 
 
-@router.get("")
+@router.get("", response_model=PageOut[NodeOut])
 async def list_nodes(
     session: SessionDep,
     _: Reader,
     flt: Annotated[NodeFilter, Query()],
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> PageOut[NodeOut]:
+) -> Response:
     """Nodes in creation order; `selector` takes a label selector such as `env=prod,tier!=db`."""
     page = await nodes.list_nodes(session, flt, limit=limit, cursor=cursor)
-    return PageOut(items=[NodeOut.of(n) for n in page.items], next_cursor=page.next_cursor)
+    return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def create_node(session: SessionDep, caller: Operator, spec: NodeCreate) -> NodeOut:
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=NodeOut)
+async def create_node(session: SessionDep, caller: Operator, spec: NodeCreate) -> Response:
     node = await nodes.create_node(session, caller.ctx, spec)
     await commit(session)
-    return NodeOut.of(node)
+    return json_response(node_document(node), status.HTTP_201_CREATED)
 
 
-@router.get("/{node}")
-async def get_node(session: SessionDep, _: Reader, node: str) -> NodeOut:
+@router.get("/{node}", response_model=NodeOut)
+async def get_node(session: SessionDep, _: Reader, node: str) -> Response:
     """A node by id or name."""
-    return NodeOut.of(await nodes.get_node(session, node))
+    return json_response(node_document(await nodes.get_node(session, node)))
 
 
-@router.patch("/{node}")
+@router.patch("/{node}", response_model=NodeOut)
 async def update_node(
     session: SessionDep, caller: Operator, node: str, patch: NodeUpdate
-) -> NodeOut:
+) -> Response:
     row = await nodes.update_node(session, caller.ctx, node, patch)
     await commit(session)
-    return NodeOut.of(row)
+    return json_response(node_document(row))
 
 
 @router.delete("/{node}", status_code=status.HTTP_204_NO_CONTENT)
@@ -63,17 +68,17 @@ async def delete_node(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{node}/actions/{event}")
+@router.post("/{node}/actions/{event}", response_model=NodeOut)
 async def node_action(
     session: SessionDep,
     caller: Operator,
     node: str,
     event: MachineEvent,
     request: Annotated[ActionRequest | None, Body()] = None,
-) -> NodeOut:
+) -> Response:
     """Fire a lifecycle event. System events (ready, heartbeat_*) need an admin token."""
     if event in NODE_LIFECYCLE.system_events:
         caller.require(Permission.OVERRIDE)
     row = await nodes.node_action(session, caller.ctx, node, event, request or ActionRequest())
     await commit(session)
-    return NodeOut.of(row)
+    return json_response(node_document(row))
