@@ -40,3 +40,11 @@ OutputOption = Annotated[
         "--output", "-o", help="table for people, json for scripts.", case_sensitive=False
     ),
 ]
+
+LimitOption = Annotated[int | None, typer.Option(help="At most this many.")]
+VersionOption = Annotated[int | None, typer.Option(help="Refuse unless at this version.")]
+StateOption = Annotated[str | None, typer.Option("--state", help="Only in this state.")]
+ReasonOption = Annotated[str | None, typer.Option(help="Why (required for fail).")]
+DetailOption = Annotated[
+    list[str] | None, typer.Option("--detail", help="KEY=VALUE recorded in the event.")
+]

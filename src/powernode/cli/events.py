@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import LimitOption, OutputOption, state
 from powernode.cli.output import OutputFormat, emit
 
 app = typer.Typer(help="Fleet events: what happened, to what, by whom.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def list_(
     correlation_id: Annotated[str | None, typer.Option(help="Only this request's events.")] = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 time; at or after.")] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 time; before.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List fleet events, oldest first."""

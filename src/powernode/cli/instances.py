@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import (
+    DetailOption,
+    LimitOption,
+    OutputOption,
+    ReasonOption,
+    StateOption,
+    VersionOption,
+    state,
+)
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import json_document, lookup_id, parse_pairs
 
@@ -22,9 +30,9 @@ COLUMNS = ("name", "kind", "state", "desired_state", "node_id", "id")
 def list_(
     ctx: typer.Context,
     node: Annotated[str | None, typer.Option(help="Node name or id.")] = None,
-    state_: Annotated[str | None, typer.Option("--state", help="Only in this state.")] = None,
+    state_: StateOption = None,
     kind: Annotated[str | None, typer.Option(help="Only of this kind.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List instances."""
@@ -75,7 +83,7 @@ def create(
 def delete(
     ctx: typer.Context,
     instance: str,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    version: VersionOption = None,
 ) -> None:
     """Delete a pending or terminated instance."""
     state(ctx).client().delete(f"/instances/{instance}", version=version)
@@ -87,11 +95,9 @@ def action(
     ctx: typer.Context,
     instance: str,
     event: Annotated[str, typer.Argument(help="provision, drain, stop, start, fail, retry, ...")],
-    reason: Annotated[str | None, typer.Option(help="Why (required for fail).")] = None,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
-    detail: Annotated[
-        list[str] | None, typer.Option("--detail", help="KEY=VALUE recorded in the event.")
-    ] = None,
+    reason: ReasonOption = None,
+    version: VersionOption = None,
+    detail: DetailOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Fire a lifecycle event on an instance."""

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import (
+    DetailOption,
+    LimitOption,
+    OutputOption,
+    ReasonOption,
+    StateOption,
+    VersionOption,
+    state,
+)
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import lookup_id, parse_labels, parse_pairs
 
@@ -18,13 +26,13 @@ COLUMNS = ("name", "state", "desired_state", "arch", "labels", "id")
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    state_: Annotated[str | None, typer.Option("--state", help="Only nodes in this state.")] = None,
+    state_: StateOption = None,
     selector: Annotated[
         str | None, typer.Option("--selector", "-l", help="Label selector, e.g. env=prod,gpu.")
     ] = None,
     template: Annotated[str | None, typer.Option(help="Template name or id.")] = None,
     provider: Annotated[str | None, typer.Option(help="Provider account name or id.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List nodes."""
@@ -70,7 +78,7 @@ def create(
 def delete(
     ctx: typer.Context,
     node: str,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    version: VersionOption = None,
 ) -> None:
     """Delete a pending or terminated node."""
     state(ctx).client().delete(f"/nodes/{node}", version=version)
@@ -82,11 +90,9 @@ def action(
     ctx: typer.Context,
     node: str,
     event: Annotated[str, typer.Argument(help="provision, drain, stop, start, fail, retry, ...")],
-    reason: Annotated[str | None, typer.Option(help="Why (required for fail).")] = None,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
-    detail: Annotated[
-        list[str] | None, typer.Option("--detail", help="KEY=VALUE recorded in the event.")
-    ] = None,
+    reason: ReasonOption = None,
+    version: VersionOption = None,
+    detail: DetailOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Fire a lifecycle event on a node."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import LimitOption, OutputOption, VersionOption, state
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import parse_typed_pairs
 from powernode.fleet.states import Arch
@@ -20,7 +20,6 @@ app.add_typer(zone_app, name="zone")
 app.add_typer(type_app, name="instance-type")
 
 COLUMNS = ("name", "kind", "credentials_ref", "settings", "version", "id")
-LimitOption = Annotated[int | None, typer.Option(help="At most this many.")]
 
 
 @app.command("list")
@@ -71,7 +70,7 @@ def create(
 def delete(
     ctx: typer.Context,
     account: str,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    version: VersionOption = None,
 ) -> None:
     """Delete a provider account no node uses."""
     state(ctx).client().delete(f"/provider-accounts/{account}", version=version)

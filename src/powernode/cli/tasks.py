@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import (
+    LimitOption,
+    OutputOption,
+    ReasonOption,
+    StateOption,
+    VersionOption,
+    state,
+)
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import invalid, json_document, lookup_id, parse_json_object
 
@@ -20,9 +27,9 @@ def list_(
     ctx: typer.Context,
     node: Annotated[str | None, typer.Option(help="Node name or id.")] = None,
     instance: Annotated[str | None, typer.Option(help="Instance id.")] = None,
-    state_: Annotated[str | None, typer.Option("--state", help="Only in this state.")] = None,
+    state_: StateOption = None,
     kind: Annotated[str | None, typer.Option(help="Only of this kind.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List tasks."""
@@ -79,7 +86,7 @@ def create(
 def delete(
     ctx: typer.Context,
     task: str,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    version: VersionOption = None,
 ) -> None:
     """Delete a finished task (its events stay in the log)."""
     state(ctx).client().delete(f"/tasks/{task}", version=version)
@@ -91,12 +98,12 @@ def action(
     ctx: typer.Context,
     task: str,
     event: Annotated[str, typer.Argument(help="cancel or retry (agent outcomes need admin).")],
-    reason: Annotated[str | None, typer.Option(help="Why (required for fail).")] = None,
+    reason: ReasonOption = None,
     result: Annotated[
         str | None, typer.Option(help="Outcome as a JSON object (succeed, fail).")
     ] = None,
     lease_seconds: Annotated[int | None, typer.Option(help="Lease length (lease).")] = None,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    version: VersionOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Fire a lifecycle event on a task."""

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import LimitOption, OutputOption, VersionOption, state
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import invalid
 
@@ -50,7 +50,7 @@ def _emit(data: Any, output: OutputFormat) -> None:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List templates."""
@@ -102,7 +102,7 @@ def update(
 def delete(
     ctx: typer.Context,
     template: str,
-    version: Annotated[int | None, typer.Option(help="Refuse unless at this version.")] = None,
+    version: VersionOption = None,
 ) -> None:
     """Delete a template no node uses."""
     state(ctx).client().delete(f"/templates/{template}", version=version)

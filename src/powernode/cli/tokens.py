@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from powernode.auth.roles import Role
-from powernode.cli.common import OutputOption, state
+from powernode.cli.common import LimitOption, OutputOption, state
 from powernode.cli.output import OutputFormat, emit, emit_object, stdout
 
 app = typer.Typer(help="API tokens: who may call the control plane.", no_args_is_help=True)
@@ -40,7 +40,7 @@ def create(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List tokens (never their secrets)."""
