@@ -28,9 +28,7 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +41,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from powernode.testing import running_server
+
 ROOT = Path(__file__).resolve().parent.parent
-POWERNODE = str(Path(sys.executable).with_name("powernode"))
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_PG = os.environ.get(
     "POWERNODE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -78,13 +77,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def percentile(sorted_ms: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, round(q / 100 * len(sorted_ms)))
@@ -115,42 +107,11 @@ def postgres_database(server_url: str) -> Iterator[str]:
 @contextlib.contextmanager
 def control_plane(database_url: str | None) -> Iterator[tuple[str, str]]:
     """Init and serve a control plane in a temp dir; yields (base URL, admin token)."""
-    with tempfile.TemporaryDirectory(prefix="powernode-bench-") as tmp:
-        data = Path(tmp) / "data"
-        env = dict(os.environ)
-        env.pop("POWERNODE_DATABASE_URL", None)
-        if database_url:
-            env["POWERNODE_DATABASE_URL"] = database_url
-        subprocess.run(
-            [POWERNODE, "--data-dir", str(data), "init"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        token = json.loads((data / "cli-credentials.json").read_text())["token"]
-        port = free_port()
-        serve = ["serve", "--port", str(port), "--log-level", "warning"]
-        server = subprocess.Popen([POWERNODE, "--data-dir", str(data), *serve], env=env)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"server exited with {server.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server not ready after 30 s")
-                time.sleep(0.1)
-            yield base, token
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    with (
+        tempfile.TemporaryDirectory(prefix="powernode-bench-") as tmp,
+        running_server(Path(tmp) / "data", database_url=database_url) as server,
+    ):
+        yield server.url, server.token
 
 
 async def bench_create(client: httpx.AsyncClient, count: int) -> tuple[dict[str, Any], str]:

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.server import RunningServer, running_server
+from powernode.testing import RunningServer, running_server
 
 CHECKS = [
     schemathesis.checks.not_a_server_error,

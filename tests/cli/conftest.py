@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.server import RunningServer, running_server
+from powernode.testing import RunningServer, running_server
 
 from .harness import Cli
 

@@ -1,4 +1,4 @@
-"""The real CLI, run as a subprocess against a real control plane (see `tests.server`)."""
+"""The real CLI, run as a subprocess against a real control plane (see `powernode.testing`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tests.server import POWERNODE, RunningServer
+from powernode.testing import POWERNODE, RunningServer
 
 
 @dataclass(frozen=True)

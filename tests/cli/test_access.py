@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from tests.server import RunningServer
+from powernode.testing import RunningServer
 
 from .harness import Cli
 

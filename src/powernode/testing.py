@@ -1,6 +1,8 @@
-"""A real control plane in a subprocess: `powernode init` then `powernode serve` on a free port.
+"""Test support shipped with the package: a real control plane in a subprocess.
 
-Shared by the tests that must talk HTTP over a socket (CLI, schemathesis)."""
+`running_server` runs `powernode init` then `powernode serve` on a free port and yields once
+`/readyz` answers; the CLI and schemathesis tests and the benchmarks use it, and so can
+anyone testing an integration against powernode."""
 
 from __future__ import annotations
 
@@ -37,11 +39,14 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(data_dir: Path, *, database_url: str | None = None) -> Iterator[RunningServer]:
+def running_server(
+    data_dir: Path, *, database_url: str | None = None, log_level: str = "warning"
+) -> Iterator[RunningServer]:
     """Init and serve; yields once /readyz answers 200; stops the server afterwards."""
     port = free_port()
     env = {**os.environ, "POWERNODE_DATA_DIR": str(data_dir)}
     env.pop("POWERNODE_TOKEN", None)
+    env.pop("POWERNODE_DATABASE_URL", None)
     if database_url:
         env["POWERNODE_DATABASE_URL"] = database_url
     url = f"http://127.0.0.1:{port}"
@@ -50,7 +55,7 @@ def running_server(data_dir: Path, *, database_url: str | None = None) -> Iterat
     )
     log = (data_dir / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [POWERNODE, "serve", "--port", str(port), "--log-level", "warning"],
+        [POWERNODE, "serve", "--port", str(port), "--log-level", log_level],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
