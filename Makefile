@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests and tools use. postgresql-client (psql, pg_isready) is optional:
 # without root we only say what is missing and carry on.
-DEB_PACKAGES ?= postgresql-client
+DEB_PACKAGES ?= postgresql-client fsverity
 
 POWERNODE_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export POWERNODE_TEST_POSTGRES_URL

@@ -1,0 +1,1 @@
+"""Module versions: specs, template resolution and package merging."""
