@@ -70,6 +70,9 @@ lint: setup
 
 bench: setup
 	$(VENV_PY) benchmarks/bench_api.py
+	$(VENV_PY) benchmarks/bench_select.py
+	$(VENV_PY) benchmarks/bench_preview.py
+	$(VENV_PY) benchmarks/bench_verity.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build dist .hypothesis

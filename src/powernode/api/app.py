@@ -19,6 +19,7 @@ from powernode.api.routes import (
     catalog,
     events,
     instances,
+    modules,
     nodes,
     providers,
     tasks,
@@ -28,6 +29,7 @@ from powernode.api.routes import (
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
+from powernode.modules.store import ContentStore
 from powernode.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -56,11 +58,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
+    app.state.store = ContentStore(settings.data_dir / "content")
     app.add_middleware(CorrelationMiddleware)
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX, responses=problems.PROBLEM_RESPONSES)
-    for module in (nodes, instances, tasks, templates, providers, catalog, tokens, events):
+    routers = (nodes, instances, tasks, templates, providers, catalog, modules, tokens, events)
+    for module in routers:
         api.include_router(module.router)
     app.include_router(api)
     _mount_docs(app)

@@ -17,6 +17,7 @@ from powernode.db.engine import Database
 from powernode.errors import Forbidden, Unauthorized
 from powernode.events.log import EventContext
 from powernode.ids import new_id
+from powernode.modules.store import ContentStore
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -97,3 +98,11 @@ ExpectedVersion = Annotated[
     int | None,
     Query(ge=1, description="Refuse with 409 unless this is the current version."),
 ]
+
+
+def _store(request: Request) -> ContentStore:
+    store: ContentStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[ContentStore, Depends(_store)]

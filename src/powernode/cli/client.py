@@ -63,10 +63,19 @@ class ApiClient:
         *,
         params: dict[str, Any] | None = None,
         json_body: Any = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, f"/api/v1{path}", params=clean, json=json_body)
+            response = self._http.request(
+                method,
+                f"/api/v1{path}",
+                params=clean,
+                json=json_body,
+                content=content,
+                headers=headers,
+            )
         except httpx.HTTPError as exc:
             raise CliError(
                 f"cannot reach the control plane at {self.base_url} ({exc}); is "
@@ -95,6 +104,24 @@ class ApiClient:
 
     def post(self, path: str, body: Any = None, **params: Any) -> Any:
         return self.request("POST", path, json_body=body, params=params)
+
+    def upload(self, path: str, body: Any, *, content_type: str, **params: Any) -> Any:
+        """POST a file-like body (streamed) with its content type."""
+        return self.request(
+            "POST", path, params=params, content=body, headers={"Content-Type": content_type}
+        )
+
+    def download(self, path: str, target: Any) -> None:
+        """Stream GET `path` into the binary file `target`."""
+        try:
+            with self._http.stream("GET", f"/api/v1{path}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response)
+                for chunk in response.iter_bytes(1 << 20):
+                    target.write(chunk)
+        except httpx.HTTPError as exc:
+            raise CliError(f"download of {path} failed: {exc}", Category.UNAVAILABLE) from exc
 
     def patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, json_body=body)

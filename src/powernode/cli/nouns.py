@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from powernode.cli import events, instances, nodes, providers, tasks, templates, tokens
+from powernode.cli import (
+    events,
+    instances,
+    modules,
+    nodes,
+    providers,
+    tasks,
+    templates,
+    tokens,
+)
 
 NOUNS: tuple[tuple[typer.Typer, str, tuple[str, ...]], ...] = (
     (nodes.app, "node", ("nodes",)),
     (instances.app, "instance", ("instances",)),
     (tasks.app, "task", ("tasks",)),
     (templates.app, "template", ("templates",)),
+    (modules.app, "module", ("modules",)),
     (providers.app, "provider", ("providers", "provider-account")),
     (tokens.app, "token", ("tokens",)),
     (events.app, "events", ("event",)),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from powernode.cli.client import CliError
 from powernode.cli.common import LimitOption, OutputOption, VersionOption, state
-from powernode.cli.output import OutputFormat, emit
+from powernode.cli.output import OutputFormat, emit, stdout
 from powernode.cli.params import invalid
+from powernode.errors import Category
 
 app = typer.Typer(help="Templates: named, ordered stacks of modules.", no_args_is_help=True)
 
@@ -107,3 +111,53 @@ def delete(
     """Delete a template no node uses."""
     state(ctx).client().delete(f"/templates/{template}", version=version)
     typer.echo(f"deleted template {template}")
+
+
+@app.command()
+def preview(ctx: typer.Context, template: str, output: OutputOption = OutputFormat.TABLE) -> None:
+    """Resolve and compose without writing: layers, conflicts, footprint."""
+    result = state(ctx).client().get(f"/templates/{template}/preview")
+    if output is OutputFormat.JSON:
+        emit(result, output)
+        return
+    emit(result["layers"], output, columns=("name", "version", "explicit", "required_by"))
+    foot = result["footprint"]
+    stdout.print(
+        f"{foot['files']} files, {foot['directories']} directories, {foot['symlinks']} symlinks, "
+        f"{foot['bytes']} bytes"
+    )
+    if result["conflicts"]:
+        emit(result["conflicts"], output, columns=("path", "lower", "upper", "difference"))
+        raise CliError(
+            f"template {template} has {len(result['conflicts'])} conflict(s)", Category.CONFLICT
+        )
+
+
+@app.command()
+def compose(
+    ctx: typer.Context,
+    template: str,
+    out: Annotated[Path, typer.Option("--out", help="A new or empty directory.")],
+) -> None:
+    """Materialize the composed tree into OUT (hard links from the content store)."""
+    from powernode.modules.entries import FILE, Entry
+    from powernode.modules.materialize import materialize
+    from powernode.modules.store import ContentStore
+
+    cli = state(ctx)
+    client = cli.client()
+    manifest = client.get(f"/templates/{template}/manifest")
+    entries = [Entry(**doc) for doc in manifest["entries"]]
+    store = ContentStore(cli.settings().data_dir / "content")
+    for digest in store.missing(e.sha256 for e in entries if e.type == FILE and e.sha256):
+        # Not on this machine (the server is elsewhere): fetch into the local store.
+        with tempfile.TemporaryFile() as spool:
+            client.download(f"/blobs/{digest}", spool)
+            spool.seek(0)
+            store.put_stream(spool, expected=digest)
+    done = materialize(entries, store, out)
+    stdout.print(
+        f"composed {template} into {out}: {done.files_linked} files linked, "
+        f"{done.files_copied} copied, {done.directories} directories, {done.symlinks} symlinks"
+        + ("" if done.ownership_applied else " (ownership not applied: not running as root)")
+    )

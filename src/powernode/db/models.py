@@ -4,6 +4,7 @@ from powernode.auth.models import ApiToken
 from powernode.db.base import Base
 from powernode.events.models import FleetEvent
 from powernode.fleet.models import Node, NodeInstance, NodeLabel, Task
+from powernode.modules.models import Module, ModuleVersion
 from powernode.providers.models import InstanceType, ProviderAccount, Region, Zone
 from powernode.templates.models import Template, TemplateModule
 
@@ -12,6 +13,8 @@ __all__ = [
     "Base",
     "FleetEvent",
     "InstanceType",
+    "Module",
+    "ModuleVersion",
     "Node",
     "NodeInstance",
     "NodeLabel",

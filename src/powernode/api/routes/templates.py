@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 
-from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.api.deps import (
+    Cursor,
+    ExpectedVersion,
+    Limit,
+    Operator,
+    Reader,
+    SessionDep,
+    StoreDep,
+)
 from powernode.db.crud import commit
+from powernode.modules import service as modules_service
+from powernode.modules.service import PreviewOut
 from powernode.schemas import PageOut
 from powernode.templates import service
 from powernode.templates.service import TemplateCreate, TemplateOut, TemplateUpdate
@@ -52,3 +64,23 @@ async def delete_template(
     await service.delete_template(session, caller.ctx, template, version)
     await commit(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{template}/preview")
+async def preview_template(
+    session: SessionDep, store: StoreDep, _: Reader, template: str
+) -> PreviewOut:
+    """Resolve and compose without writing anything: layers, conflicts, footprint."""
+    row = await service.get_template(session, template)
+    composition = await modules_service.compose_template(session, store, row)
+    return modules_service.preview_document(row, composition)
+
+
+@router.get("/{template}/manifest")
+async def template_manifest(
+    session: SessionDep, store: StoreDep, _: Reader, template: str
+) -> dict[str, Any]:
+    """Every path of the composed tree, sorted, with metadata and digests (409 on conflicts)."""
+    row = await service.get_template(session, template)
+    composition = await modules_service.compose_template(session, store, row)
+    return modules_service.manifest_document(row, composition)

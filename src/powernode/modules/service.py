@@ -1,0 +1,287 @@
+"""Module service: import versions into the content store, list and show them, and compose
+templates from them.
+
+Module versions are immutable, so their entry lists are cached in memory by digest: a live
+template preview re-reads nothing it has seen before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from powernode.db.pagination import Page, paginate
+from powernode.errors import Conflict, Invalid, NotFound
+from powernode.events.log import EventContext, record_event
+from powernode.modules.compose import Composition, compose
+from powernode.modules.entries import FILE, Entry, decode_entries, encode_entries
+from powernode.modules.importer import ImportedTree, read_tree
+from powernode.modules.models import Module, ModuleVersion
+from powernode.modules.resolve import resolve
+from powernode.modules.spec import ModuleSpec, parse_version
+from powernode.modules.store import ContentStore
+from powernode.templates.models import Template
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,98}[a-z0-9])?$"
+
+
+class ModuleVersionOut(BaseModel):
+    name: str
+    version: str
+    spec: dict[str, Any]
+    entries_sha256: str
+    file_count: int
+    total_bytes: int
+    created_at: dt.datetime
+    created_by: str
+
+
+class ModuleOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    versions: list[str]
+    created_at: dt.datetime
+
+
+def version_out(module: Module, row: ModuleVersion) -> ModuleVersionOut:
+    return ModuleVersionOut(
+        name=module.name,
+        version=row.version,
+        spec=row.spec,
+        entries_sha256=row.entries_sha256,
+        file_count=row.file_count,
+        total_bytes=row.total_bytes,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+def read_upload(
+    stream: IO[bytes], store: ContentStore, *, name: str, version: str, preserve_owner: bool
+) -> ImportedTree:
+    """Blocking part of an import (hashing, storing): run it in a worker thread."""
+    tree = read_tree(stream, store, spec=None, preserve_owner=preserve_owner)
+    if tree.name is not None and tree.name != name:
+        raise Invalid(f"module.toml names module {tree.name!r}, but the import is for {name!r}")
+    if tree.version is not None and tree.version != version:
+        raise Invalid(f"module.toml says version {tree.version}, but the import is for {version}")
+    return tree
+
+
+async def record_version(
+    session: AsyncSession,
+    ctx: EventContext,
+    store: ContentStore,
+    *,
+    name: str,
+    version: str,
+    tree: ImportedTree,
+) -> tuple[Module, ModuleVersion]:
+    """Register an imported tree as module `name` at `version` (immutable once recorded)."""
+    parse_version(version)
+    module = await session.scalar(select(Module).where(Module.name == name))
+    now = ctx.clock.now()
+    if module is None:
+        module = Module(name=name, description=tree.spec.description, created_at=now)
+        session.add(module)
+        await session.flush()
+    elif await session.scalar(
+        select(ModuleVersion.id).where(
+            ModuleVersion.module_id == module.id, ModuleVersion.version == version
+        )
+    ):
+        raise Conflict(
+            f"module {name}@{version} already exists; versions are immutable, "
+            "import a new version instead"
+        )
+    files = [e for e in tree.entries if e.type == FILE]
+    entries_sha = store.put_bytes(encode_entries(tree.entries))
+    row = ModuleVersion(
+        module_id=module.id,
+        version=version,
+        spec=tree.spec.model_dump(mode="json"),
+        entries_sha256=entries_sha,
+        file_count=len(files),
+        total_bytes=sum(e.size for e in files),
+        created_at=now,
+        created_by=ctx.actor,
+    )
+    session.add(row)
+    await session.flush()
+    await record_event(
+        session,
+        ctx,
+        kind="module.imported",
+        subject_type="module_version",
+        subject_id=row.id,
+        payload={
+            "name": name,
+            "version": version,
+            "files": row.file_count,
+            "bytes": row.total_bytes,
+            "entries_sha256": entries_sha,
+        },
+    )
+    return module, row
+
+
+async def list_modules(session: AsyncSession, *, limit: int, cursor: str | None) -> Page[Module]:
+    return await paginate(session, select(Module), Module.id, limit=limit, cursor=cursor)
+
+
+async def versions_of(
+    session: AsyncSession, module_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    rows = await session.execute(
+        select(ModuleVersion.module_id, ModuleVersion.version).where(
+            ModuleVersion.module_id.in_(module_ids)
+        )
+    )
+    result: dict[uuid.UUID, list[str]] = {i: [] for i in module_ids}
+    for module_id, version in rows:
+        result[module_id].append(version)
+    for versions in result.values():
+        versions.sort(key=parse_version)
+    return result
+
+
+async def get_version(
+    session: AsyncSession, name: str, version: str
+) -> tuple[Module, ModuleVersion]:
+    row = await session.execute(
+        select(Module, ModuleVersion)
+        .join(ModuleVersion, ModuleVersion.module_id == Module.id)
+        .where(Module.name == name, ModuleVersion.version == version)
+    )
+    found = row.first()
+    if found is None:
+        raise NotFound(f"module {name}@{version} does not exist")
+    return found[0], found[1]
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_entries(store_root: str, digest: str) -> tuple[Entry, ...]:
+    return tuple(decode_entries(ContentStore(Path(store_root)).read_bytes(digest)))
+
+
+def entries_of(store: ContentStore, digest: str) -> tuple[Entry, ...]:
+    """A version's entries; immutable, so cached by digest."""
+    return _cached_entries(str(store.root), digest)
+
+
+@dataclass(frozen=True)
+class CatalogVersion:
+    name: str
+    version: str
+    spec: ModuleSpec
+    entries_sha256: str
+
+
+class DbCatalog:
+    """Every imported module version, as the resolver sees them (versions as written)."""
+
+    def __init__(self, rows: list[CatalogVersion]) -> None:
+        self._by_name: dict[str, dict[str, CatalogVersion]] = {}
+        for row in rows:
+            self._by_name.setdefault(row.name, {})[row.version] = row
+
+    def versions(self, name: str) -> list[str]:
+        return list(self._by_name.get(name, {}))
+
+    def spec(self, name: str, version: str) -> ModuleSpec:
+        return self.row(name, version).spec
+
+    def row(self, name: str, version: str) -> CatalogVersion:
+        try:
+            return self._by_name[name][version]
+        except KeyError:
+            raise NotFound(f"module {name}@{version} does not exist") from None
+
+
+async def load_catalog(session: AsyncSession) -> DbCatalog:
+    rows = await session.execute(
+        select(
+            Module.name, ModuleVersion.version, ModuleVersion.spec, ModuleVersion.entries_sha256
+        ).join(ModuleVersion, ModuleVersion.module_id == Module.id)
+    )
+    return DbCatalog([CatalogVersion(n, v, ModuleSpec.model_validate(s), d) for n, v, s, d in rows])
+
+
+async def compose_template(
+    session: AsyncSession, store: ContentStore, template: Template
+) -> Composition:
+    """Resolve the template's modules and stack their trees."""
+    refs = [(m.module_name, m.module_version) for m in template.modules]
+    catalog = await load_catalog(session)
+    resolved = resolve(refs, catalog)
+    layers = []
+    for module in resolved:
+        row = catalog.row(module.name, module.version)
+        layers.append((module, list(entries_of(store, row.entries_sha256))))
+    return compose(layers)
+
+
+class LayerOut(BaseModel):
+    name: str
+    version: str
+    explicit: bool
+    required_by: list[str]
+
+
+class ConflictOut(BaseModel):
+    path: str
+    lower: str
+    upper: str
+    difference: str
+
+
+class PreviewOut(BaseModel):
+    """What composing a template would give: the layers, every conflict, the footprint."""
+
+    template: str
+    layers: list[LayerOut]
+    conflicts: list[ConflictOut]
+    footprint: dict[str, Any]
+
+
+def preview_document(template: Template, composition: Composition) -> PreviewOut:
+    return PreviewOut(
+        template=template.name,
+        layers=[
+            LayerOut(
+                name=layer.name,
+                version=str(layer.version),
+                explicit=bool(getattr(layer, "explicit", True)),
+                required_by=list(getattr(layer, "required_by", [])),
+            )
+            for layer in composition.layers
+        ],
+        conflicts=[ConflictOut(**c.document()) for c in composition.conflicts],
+        footprint=composition.footprint(),
+    )
+
+
+def manifest_document(template: Template, composition: Composition) -> dict[str, Any]:
+    """The composed tree, deterministic: refused while the template has conflicts."""
+    if composition.conflicts:
+        first = composition.conflicts[0]
+        raise Conflict(
+            f"template {template.name} has {len(composition.conflicts)} conflict(s), e.g. "
+            f"{first.path}: {first.lower} vs {first.upper} ({first.difference}); see its preview",
+            conflicts=len(composition.conflicts),
+        )
+    return {
+        "template": template.name,
+        "modules": [
+            {"name": layer.name, "version": str(layer.version)} for layer in composition.layers
+        ],
+        "entries": [e.document() for e in composition.sorted_entries()],
+    }
