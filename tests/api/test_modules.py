@@ -182,3 +182,44 @@ async def test_a_template_naming_a_missing_module_previews_as_invalid(api: Api) 
     response = await api.call("GET", "/templates/t/preview")
     assert response.status_code == 422
     assert "ghost" in response.json()["detail"]
+
+
+async def test_a_file_shared_by_versions_is_stored_once(api: Api, tmp_path: Path) -> None:
+    shared = "the same bytes in both versions\n"
+    await upload(api, "m", "1.0", tar_of(make_tree(tmp_path / "v1", {"a": shared, "b": "1"})))
+    await upload(api, "m", "2.0", tar_of(make_tree(tmp_path / "v2", {"a": shared, "b": "2"})))
+    store = api.app.state.store
+    blobs = [p for p in store.blobs.rglob("*") if p.is_file()]
+    contents = sorted(p.read_bytes() for p in blobs)
+    assert contents.count(shared.encode()) == 1
+    assert all(p.stat().st_mode & 0o777 == 0o444 for p in blobs)
+
+
+async def test_the_materialized_tree_equals_the_manifest(api: Api, tmp_path: Path) -> None:
+    from powernode.modules.entries import Entry
+    from powernode.modules.materialize import materialize
+    from tests.modules.test_materialize import tree_of
+
+    tree = make_tree(tmp_path / "base", {"etc/hosts": "127.0.0.1 localhost\n", "srv/.keep": ""})
+    (tree / "etc/hosts").chmod(0o600)
+    (tree / "empty").mkdir()
+    (tree / "etc/hosts.link").symlink_to("hosts")
+    await upload(api, "base", "1.0", tar_of(tree))
+    await api.ok(
+        "POST", "/templates", json={"name": "t", "modules": [{"name": "base", "version": "1.0"}]}
+    )
+    manifest = await api.ok("GET", "/templates/t/manifest")
+    entries = [Entry(**doc) for doc in manifest["entries"]]
+    out = tmp_path / "rootfs"
+    materialize(entries, api.app.state.store, out)
+    assert tree_of(out) == [e._replace(verity=None) for e in entries]
+    assert [e.path for e in entries] == [
+        "empty",
+        "etc",
+        "etc/hosts",
+        "etc/hosts.link",
+        "srv",
+        "srv/.keep",
+    ]
+    again = await api.ok("GET", "/templates/t/manifest")
+    assert again == manifest  # deterministic

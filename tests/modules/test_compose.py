@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from powernode.modules.compose import compose
 from powernode.modules.entries import DIR, FILE, SYMLINK, Entry
 from powernode.modules.spec import ModuleSpec
@@ -110,3 +113,66 @@ def test_footprint_counts_files_bytes_and_contributions() -> None:
         {"module": "base@1.0", "files": 1, "bytes": 5},
         {"module": "app@1.0", "files": 1, "bytes": 3},
     ]
+
+
+def test_an_anchored_mask_removes_deep_descendants_too() -> None:
+    base = [
+        d("usr"),
+        d("usr/share"),
+        d("usr/share/doc"),
+        d("usr/share/doc/pkg"),
+        d("usr/share/doc/pkg/examples"),
+        f("usr/share/doc/pkg/examples/a.conf"),
+        f("usr/share/docs-not-this"),
+        d("usr/share/doc0"),
+        f("usr/share/doc0/x"),
+    ]
+    slim = Layer("slim", spec=ModuleSpec(mask=["/usr/share/doc/"]))
+    result = compose([(Layer("base"), base), (slim, [])])
+    assert sorted(result.entries) == [
+        "usr",
+        "usr/share",
+        "usr/share/doc0",
+        "usr/share/doc0/x",
+        "usr/share/docs-not-this",
+    ]
+
+
+@given(
+    tree=st.lists(
+        st.lists(st.sampled_from(["a", "b", "doc", "x.conf"]), min_size=1, max_size=5),
+        min_size=1,
+        max_size=30,
+    ),
+    masks=st.lists(
+        st.builds(
+            lambda anchor, parts, slash: anchor + "/".join(parts) + slash,
+            st.sampled_from(["/", ""]),
+            st.lists(st.sampled_from(["a", "b", "doc", "*", "x.conf"]), min_size=1, max_size=3),
+            st.sampled_from(["", "/"]),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_masks_drop_exactly_what_the_rules_do_not_select(
+    tree: list[list[str]], masks: list[str]
+) -> None:
+    """Whatever shortcut masking takes, it agrees with FilterRules.selects path by path."""
+    from powernode.modules.filters import FilterRules
+
+    entries: dict[str, Entry] = {}
+    for parts in tree:  # every proper prefix is a directory...
+        for depth in range(1, len(parts)):
+            path = "/".join(parts[:depth])
+            entries.setdefault(path, d(path))
+    for parts in tree:  # ...and the rest are files
+        path = "/".join(parts)
+        entries.setdefault(path, f(path))
+    result = compose(
+        [(Layer("base"), list(entries.values())), (Layer("m", spec=ModuleSpec(mask=masks)), [])]
+    )
+    rules = FilterRules.parse("\n".join(f"- {m}" for m in masks))
+    expected = {p for p, e in entries.items() if rules.selects(p, e.type == DIR)}
+    assert set(result.entries) == expected

@@ -10,6 +10,7 @@ parents), and otherwise it is a conflict: both sources are reported and the lowe
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -151,7 +152,21 @@ def compose(layers: Sequence[tuple[Layer, Sequence[Entry]]]) -> Composition:
 
 def _apply_mask(result: Composition, rules: FilterRules, label: str) -> None:
     tree = result.entries
-    paths = sorted(tree)  # a directory sorts before its contents
-    dropped = rules.unselected((path, tree[path][0].type == DIR) for path in paths)
+    paths = sorted(tree)  # a directory sorts right before its contents
+    limit = rules.depth_limit
+    if limit is None:  # a rule may match at any depth: ask about every path
+        dropped = rules.unselected((p, tree[p][0].type == DIR) for p in paths)
+    else:
+        # Only paths up to `limit` components deep can match; deeper ones go with a dropped
+        # ancestor, found by range in the sorted list instead of asking the rules.
+        shallow = [p for p in paths if p.count("/") < limit]
+        top = rules.unselected((p, tree[p][0].type == DIR) for p in shallow)
+        found = dict.fromkeys(top)
+        for path in top:
+            if tree[path][0].type == DIR:
+                start = bisect.bisect_left(paths, path + "/")
+                end = bisect.bisect_left(paths, path + "0")  # '0' follows '/'
+                found.update(dict.fromkeys(paths[start:end]))
+        dropped = sorted(found)
     if dropped:
         result.masked[label] = [(path, tree.pop(path)[1]) for path in dropped]

@@ -298,6 +298,12 @@ class FilterRules:
         raw = _relative(path)
         return self._included(raw, raw.rpartition(b"/")[2], is_dir)
 
+    @property
+    def depth_limit(self) -> int | None:
+        """The deepest path (in components) any rule can match, when every rule is anchored
+        and free of `**`; None when a rule can match at any depth."""
+        return self._depth_limit
+
     def unselected(self, paths: Iterable[tuple[str, bool]]) -> list[str]:
         """Of `paths` ((relative path, is_dir), each directory before its contents), those a
         walk would not transfer: excluded by the rules, or under an excluded directory.
