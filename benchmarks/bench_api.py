@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -41,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from powernode.testing import running_server
+from powernode.testing import machine_info, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,23 +56,6 @@ GET_P99_TARGET_MS = 20.0
 GET_ANCHOR = "Kubernetes API SLO: p99 <= 1 s per single-object call"
 LIST_10K_TARGET_S = 1.0
 LIST_ANCHOR = "MAAS users report ~40 s to list about 100 machines"
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        # The client shares the machine with the server: a busy machine shows up here.
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:

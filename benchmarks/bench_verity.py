@@ -14,11 +14,8 @@ Run it with `.venv/bin/python benchmarks/bench_verity.py [--size-mib N] [--repea
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -29,25 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from powernode.modules.verity import fsverity_digest_file
+from powernode.testing import machine_info
 
 RATIO_TARGET = 0.8
 WRITE_CHUNK = 16 * 1024 * 1024
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def write_random_file(path: Path, size: int) -> None:

@@ -6,8 +6,11 @@ anyone testing an integration against powernode."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -83,3 +87,21 @@ def running_server(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark result needs to say about the machine it ran on."""
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        # Benchmarks share the machine with whatever else runs: a busy one shows up here.
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
