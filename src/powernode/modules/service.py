@@ -8,10 +8,9 @@ template preview re-reads nothing it has seen before.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel
@@ -167,14 +166,44 @@ async def get_version(
     return found[0], found[1]
 
 
-@functools.lru_cache(maxsize=512)
-def _cached_entries(store_root: str, digest: str) -> tuple[Entry, ...]:
-    return tuple(decode_entries(ContentStore(Path(store_root)).read_bytes(digest)))
+class EntryCache:
+    """Decoded entry lists by (store, digest), least recently used evicted first.
+
+    Bounded by the number of entries held rather than of lists: one list may hold 100,000
+    entries. Entry lists are immutable, so a cached list is never stale. Not thread-safe; the
+    event loop is its only user.
+    """
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self.max_entries = max_entries
+        self._lists: OrderedDict[tuple[str, str], tuple[Entry, ...]] = OrderedDict()
+        self._held = 0
+
+    def get(self, store: ContentStore, digest: str) -> tuple[Entry, ...]:
+        key = (str(store.root), digest)
+        found = self._lists.get(key)
+        if found is not None:
+            self._lists.move_to_end(key)
+            return found
+        entries = tuple(decode_entries(store.read_bytes(digest)))
+        self._lists[key] = entries
+        self._held += len(entries)
+        while self._held > self.max_entries and len(self._lists) > 1:
+            _, evicted = self._lists.popitem(last=False)
+            self._held -= len(evicted)
+        return entries
+
+    def clear(self) -> None:
+        self._lists.clear()
+        self._held = 0
+
+
+_ENTRY_CACHE = EntryCache()
 
 
 def entries_of(store: ContentStore, digest: str) -> tuple[Entry, ...]:
     """A version's entries; immutable, so cached by digest."""
-    return _cached_entries(str(store.root), digest)
+    return _ENTRY_CACHE.get(store, digest)
 
 
 @dataclass(frozen=True)
