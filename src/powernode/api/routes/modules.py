@@ -62,6 +62,9 @@ async def import_version(
     ] = False,
 ) -> ModuleVersionOut:
     """Import a module version from a tar of its tree. Versions are immutable."""
+    # Receiving and hashing a large tree takes a while: do not hold a transaction (on SQLite,
+    # the write lock) meanwhile; the version is recorded in a fresh one afterwards.
+    await session.rollback()
     with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
         size = 0
         async for chunk in request.stream():
