@@ -109,5 +109,9 @@ def run() -> None:
     except PowernodeError as exc:
         error(exc.detail)
         sys.exit(EXIT_CODES[exc.category])
+    except OSError as exc:  # local files: unreadable module tree, unwritable --out, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        error(f"{where}{exc.strerror or exc}")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

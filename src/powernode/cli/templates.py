@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -148,7 +149,7 @@ def compose(
     client = cli.client()
     manifest = client.get(f"/templates/{template}/manifest")
     entries = [Entry(**doc) for doc in manifest["entries"]]
-    store = ContentStore(cli.settings().data_dir / "content")
+    store = ContentStore(_local_content_dir(cli.settings().data_dir))
     for digest in store.missing(e.sha256 for e in entries if e.type == FILE and e.sha256):
         # Not on this machine (the server is elsewhere): fetch into the local store.
         with tempfile.TemporaryFile() as spool:
@@ -161,3 +162,13 @@ def compose(
         f"{done.files_copied} copied, {done.directories} directories, {done.symlinks} symlinks"
         + ("" if done.ownership_applied else " (ownership not applied: not running as root)")
     )
+
+
+def _local_content_dir(data_dir: Path) -> Path:
+    """The server's content store when this machine has it and we may write to it (hard
+    links then come for free), else a per-user cache."""
+    shared = data_dir / "content"
+    if shared.is_dir() and os.access(shared, os.W_OK):
+        return shared
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "powernode" / "content"
