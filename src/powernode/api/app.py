@@ -13,10 +13,11 @@ from sqlalchemy import text
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from powernode import __version__
-from powernode.api import problems
+from powernode.api import metrics, problems
 from powernode.api.middleware import CorrelationMiddleware
 from powernode.api.routes import (
     catalog,
+    compliance,
     events,
     instances,
     modules,
@@ -60,10 +61,22 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.state.clock = clock or SystemClock()
     app.state.store = ContentStore(settings.data_dir / "content")
     app.add_middleware(CorrelationMiddleware)
+    metrics.install(app)
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX, responses=problems.PROBLEM_RESPONSES)
-    routers = (nodes, instances, tasks, templates, providers, catalog, modules, tokens, events)
+    routers = (
+        nodes,
+        instances,
+        tasks,
+        templates,
+        providers,
+        catalog,
+        modules,
+        tokens,
+        events,
+        compliance,
+    )
     for module in routers:
         api.include_router(module.router)
     app.include_router(api)

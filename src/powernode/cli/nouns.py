@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from powernode.cli import (
+    compliance,
     events,
     instances,
     modules,
@@ -24,6 +25,7 @@ NOUNS: tuple[tuple[typer.Typer, str, tuple[str, ...]], ...] = (
     (providers.app, "provider", ("providers", "provider-account")),
     (tokens.app, "token", ("tokens",)),
     (events.app, "events", ("event",)),
+    (compliance.app, "compliance", ()),
 )
 
 
