@@ -8,13 +8,15 @@ directories, one `extends` override per module pair, and masks on some modules. 
 store and decoded) and then 10 more (entry lists cached), and prints JSON with the medians
 against the target (≤ 1 s).
 
-Run: `.venv/bin/python benchmarks/bench_preview.py [--db sqlite|postgresql]`.
+Run: `.venv/bin/python benchmarks/bench_preview.py [--db sqlite|postgresql]` (for PostgreSQL a
+fresh database is created on `--postgres-url` and dropped afterwards).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import statistics
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bench_api import DEFAULT_PG, postgres_database
 
 from powernode.db.engine import Database
 from powernode.events.log import EventContext
@@ -89,10 +92,13 @@ async def seed(data_dir: Path, database_url: str) -> None:
         await db.dispose()
 
 
-def run(db: str, postgres_url: str | None) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="powernode-bench-") as tmp:
+def run(db: str, postgres_server: str) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="powernode-bench-"))
         data = Path(tmp) / "data"
-        url = postgres_url if db == "postgresql" else None
+        url = (
+            stack.enter_context(postgres_database(postgres_server)) if db == "postgresql" else None
+        )
         with running_server(data, database_url=url) as server:
             asyncio.run(seed(data, url or f"sqlite:///{data / 'powernode.db'}"))
             headers = {"Authorization": f"Bearer {server.token}"}
@@ -125,7 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
-        "--postgres-url", default=None, help="a fresh, empty PostgreSQL database for the run"
+        "--postgres-url",
+        default=DEFAULT_PG,
+        help="PostgreSQL server on which to create (and drop) a fresh database",
     )
     args = parser.parse_args()
     print(json.dumps(run(args.db, args.postgres_url), indent=2))
