@@ -54,16 +54,20 @@ async def paginate(
     limit: int,
     cursor: str | None,
     rows: bool = False,
+    descending: bool = False,
 ) -> Page[Any]:
     """One page of `stmt` ordered by `id_column`, with the cursor for the next page.
 
-    Items are ORM objects, or with `rows` the result rows of a column select (cheaper).
+    Items are ORM objects, or with `rows` the result rows of a column select (cheaper);
+    `descending` pages newest first.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise Invalid(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     if cursor:
-        stmt = stmt.where(id_column > decode_cursor(cursor))
-    ordered = stmt.order_by(id_column).limit(limit + 1)
+        after = decode_cursor(cursor)
+        stmt = stmt.where(id_column < after if descending else id_column > after)
+    order = id_column.desc() if descending else id_column
+    ordered = stmt.order_by(order).limit(limit + 1)
     if rows:  # Core execution: no ORM result processing for plain column selects
         found: Sequence[Any] = (await (await session.connection()).execute(ordered)).all()
     else:

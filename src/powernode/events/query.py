@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.db.pagination import Page, paginate
+from powernode.errors import Invalid
 from powernode.events.models import FleetEvent, Severity
 
 
@@ -37,6 +38,10 @@ class EventFilter(BaseModel):
     correlation_id: uuid.UUID | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    after: uuid.UUID | None = Field(
+        default=None, description="Only events after this event id (to follow the log)."
+    )
+    order: Literal["asc", "desc"] = Field(default="asc", description="asc: oldest first.")
 
 
 async def list_events(
@@ -61,4 +66,42 @@ async def list_events(
         stmt = stmt.where(FleetEvent.occurred_at >= flt.since)
     if flt.until is not None:
         stmt = stmt.where(FleetEvent.occurred_at < flt.until)
-    return await paginate(session, stmt, FleetEvent.id, limit=limit, cursor=cursor)
+    if flt.after is not None:
+        stmt = stmt.where(FleetEvent.id > flt.after)
+    return await paginate(
+        session, stmt, FleetEvent.id, limit=limit, cursor=cursor, descending=flt.order == "desc"
+    )
+
+
+MAX_CHAIN = 10_000
+
+
+async def event_chain(session: AsyncSession, correlation_id: uuid.UUID) -> list[FleetEvent]:
+    """Every event of one correlation chain in causal order: each event after the event that
+    caused it, siblings (and unrelated roots) in the order they were recorded."""
+    rows = (
+        await session.scalars(
+            select(FleetEvent)
+            .where(FleetEvent.correlation_id == correlation_id)
+            .order_by(FleetEvent.id)
+            .limit(MAX_CHAIN + 1)
+        )
+    ).all()
+    if len(rows) > MAX_CHAIN:
+        raise Invalid(
+            f"chain {correlation_id} has more than {MAX_CHAIN} events; page through "
+            "/events?correlation_id=... instead",
+            field="correlation_id",
+        )
+    ids = {row.id for row in rows}
+    children: dict[uuid.UUID | None, list[FleetEvent]] = {}
+    for row in rows:  # ordered by id, so each child list is in recording order
+        parent = row.causation_id if row.causation_id in ids else None
+        children.setdefault(parent, []).append(row)
+    ordered: list[FleetEvent] = []
+    stack = list(reversed(children.get(None, [])))
+    while stack:
+        event = stack.pop()
+        ordered.append(event)
+        stack.extend(reversed(children.get(event.id, [])))
+    return ordered
