@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     url: str | None = Field(default=None, description="Control plane URL the CLI talks to.")
     token: str | None = Field(default=None, description="API token the CLI sends.")
     db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL pool size.")
+    retention_routine_days: int = Field(
+        default=90, ge=1, description="Days routine fleet events are kept."
+    )
+    retention_critical_days: int = Field(
+        default=365, ge=1, description="Days critical fleet events are kept."
+    )
+    retention_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Events deleted per retention transaction."
+    )
+    retention_interval_s: int = Field(
+        default=3600, ge=0, description="Seconds between retention runs in `serve`; 0 = never."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,7 @@ from powernode.api.routes import (
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
+from powernode.events.retention import RetentionPolicy, run_periodically
 from powernode.modules.store import ContentStore
 from powernode.settings import Settings
 
@@ -42,9 +44,26 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+        jobs = []
+        if settings.retention_interval_s > 0:
+            policy = RetentionPolicy(
+                settings.retention_routine_days,
+                settings.retention_critical_days,
+                settings.retention_batch,
+            )
+            jobs.append(
+                asyncio.create_task(
+                    run_periodically(
+                        app.state.db, app.state.clock, policy, settings.retention_interval_s
+                    )
+                )
+            )
         try:
             yield
         finally:
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
             await app.state.db.dispose()
 
     app = FastAPI(
