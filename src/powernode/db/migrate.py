@@ -7,6 +7,7 @@ PostgreSQL (batch mode on SQLite, so ALTERs work there too).
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -26,7 +27,10 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
+    """The head migration; read once, since the scripts do not change while we run (`/readyz`
+    asks on every probe)."""
     heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
     if len(heads) != 1:
         raise RuntimeError(f"migration history must be linear, found heads {heads}")
