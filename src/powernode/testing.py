@@ -44,9 +44,17 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    data_dir: Path, *, database_url: str | None = None, log_level: str = "warning"
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    log_level: str = "warning",
+    token: str | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RunningServer]:
-    """Init and serve; yields once /readyz answers 200; stops the server afterwards."""
+    """Init and serve; yields once /readyz answers 200; stops the server afterwards.
+
+    A second server on a database that already has an admin token gets no new one from `init`:
+    pass the first server's `token`."""
     port = free_port()
     env = {**os.environ, "POWERNODE_DATA_DIR": str(data_dir)}
     env.pop("POWERNODE_TOKEN", None)
@@ -59,7 +67,7 @@ def running_server(
     )
     log = (data_dir / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [POWERNODE, "serve", "--port", str(port), "--log-level", log_level],
+        [POWERNODE, "serve", "--port", str(port), "--log-level", log_level, *extra_args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -75,7 +83,8 @@ def running_server(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {(data_dir / 'serve.log').read_text()}")
             time.sleep(0.1)
-        token = json.loads((data_dir / "cli-credentials.json").read_text())["token"]
+        if token is None:
+            token = json.loads((data_dir / "cli-credentials.json").read_text())["token"]
         yield RunningServer(
             url=url, data_dir=data_dir, token=token, env={**env, "POWERNODE_URL": url}
         )

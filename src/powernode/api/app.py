@@ -32,6 +32,7 @@ from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
 from powernode.events.retention import RetentionPolicy, run_periodically
+from powernode.events.stream import EventBroker
 from powernode.modules.store import ContentStore
 from powernode.settings import Settings
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+        app.state.broker = EventBroker(app.state.db)
+        await app.state.broker.start()
         jobs = []
         if settings.retention_interval_s > 0:
             policy = RetentionPolicy(
@@ -64,6 +67,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+            await app.state.broker.stop()
             await app.state.db.dispose()
 
     app = FastAPI(

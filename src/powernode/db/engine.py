@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from powernode.errors import Invalid
 
@@ -99,9 +100,15 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
+        self.dialect = make_url(url).get_backend_name()
         self.engine = create_engine(url, pool_size=pool_size)
         self.read_engine = create_engine(url, read_only=True) if is_sqlite(url) else self.engine
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # A session class of our own, so session event hooks (the event stream's commit
+        # doorbell) apply to this database only.
+        self.session_class: type[Session] = type("WriteSession", (Session,), {})
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self.session_class
+        )
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager

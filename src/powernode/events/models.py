@@ -7,7 +7,7 @@ import enum
 import uuid
 from typing import Any
 
-from sqlalchemy import Index, String
+from sqlalchemy import BigInteger, FetchedValue, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from powernode.db.base import Base, IdMixin
@@ -29,6 +29,7 @@ class FleetEvent(IdMixin, Base):
         Index("ix_fleet_events_occurred_at", "occurred_at"),
         Index("ix_fleet_events_correlation_id", "correlation_id"),
         Index("ix_fleet_events_kind", "kind"),
+        Index("ix_fleet_events_txid_id", "txid", "id"),
     )
 
     occurred_at: Mapped[dt.datetime]
@@ -40,3 +41,7 @@ class FleetEvent(IdMixin, Base):
     correlation_id: Mapped[uuid.UUID]
     causation_id: Mapped[uuid.UUID | None]
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # PostgreSQL: the writing transaction's id, set by the database (migration 0003); the live
+    # stream's ordering key. NULL on SQLite, where the stream orders by rowid. Never read it
+    # through the ORM (it is not loaded after insert); events/stream.py selects it explicitly.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
