@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
 from powernode.db.engine import Database
 from powernode.events.log import EventContext, record_event
+from powernode.events.models import FleetEvent
 from powernode.events.stream import EventBroker, StreamFilter, sse_frames
 from powernode.testing import RunningServer, running_server
 
@@ -227,3 +229,17 @@ async def test_notifications_carry_only_ids_within_the_payload_limit() -> None:
     payload = _notify_payload(ids)
     assert len(payload.encode()) <= NOTIFY_LIMIT
     assert _parse_ids(payload)[0] == ids[-1]
+
+
+async def test_positions_keep_growing_after_retention_empties_the_log(database: Database) -> None:
+    reader = EventBroker(database).reader
+    ctx = EventContext(actor="test")
+    for _ in range(3):
+        async with database.transaction() as session:
+            await record_event(session, ctx, kind="t.old", subject_type="t", subject_id=None)
+    before = await reader.head()
+    async with database.transaction() as session:
+        await session.execute(delete(FleetEvent))
+    async with database.transaction() as session:
+        await record_event(session, ctx, kind="t.new", subject_type="t", subject_id=None)
+    assert [e.kind for e in await reader.read_after(before, 10)] == ["t.new"]

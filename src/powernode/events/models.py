@@ -41,7 +41,16 @@ class FleetEvent(IdMixin, Base):
     correlation_id: Mapped[uuid.UUID]
     causation_id: Mapped[uuid.UUID | None]
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # PostgreSQL: the writing transaction's id, set by the database (migration 0003); the live
-    # stream's ordering key. NULL on SQLite, where the stream orders by rowid. Never read it
+    # The live stream's ordering key, set by the database (migration 0003): on PostgreSQL the
+    # writing transaction's id, on SQLite a counter a trigger assigns at insert. Never read it
     # through the ORM (it is not loaded after insert); events/stream.py selects it explicitly.
     txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
+
+
+class EventStreamCounter(Base):
+    """SQLite only: the last stream position handed out (one row, see migration 0003)."""
+
+    __tablename__ = "event_stream_counter"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, column, delete, func, select
+from sqlalchemy import delete, select
 
 from powernode.clock import Clock
 from powernode.db.engine import Database
@@ -51,12 +51,6 @@ async def prune_events(db: Database, clock: Clock, policy: RetentionPolicy) -> d
                 .where(FleetEvent.severity == str(severity), FleetEvent.occurred_at < cutoff)
                 .limit(policy.batch)
             )
-            if db.dialect == "sqlite":
-                # The newest event stays: SQLite would reuse its rowid, the stream's position.
-                newest = select(func.max(column("rowid", Integer))).select_from(
-                    FleetEvent.__table__
-                )
-                expired = expired.where(column("rowid", Integer) < newest.scalar_subquery())
             async with db.transaction() as session:
                 result = await session.execute(
                     delete(FleetEvent).where(FleetEvent.id.in_(expired.scalar_subquery()))

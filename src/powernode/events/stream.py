@@ -9,8 +9,9 @@ Contract
     the oldest transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`): nothing can
     commit below that horizon any more. A long-running writing transaction therefore delays the
     stream (never loses from it).
-  - SQLite: rowid. Writers are serialized (BEGIN IMMEDIATE), so rowid order is commit order.
-    Retention never deletes the newest event, so rowids keep increasing.
+  - SQLite: (txid, id) too, where txid is a counter a trigger assigns at insert. Writers are
+    serialized (BEGIN IMMEDIATE), so insert order is commit order; unlike rowid, the counter is
+    never reused when retention deletes the newest rows.
 - Notifications are only a doorbell: on PostgreSQL each transaction that wrote events sends
   `NOTIFY powernode_events` with their ids (far below the 8,000-byte payload limit), every
   process LISTENs; in-process commits ring directly. What is delivered is always read from the
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, column, event, func, select, text, tuple_
+from sqlalchemy import Select, event, func, select, text, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -46,7 +47,7 @@ NOTIFY_LIMIT = 7900  # bytes; PostgreSQL refuses payloads of 8,000 or more
 ZERO = uuid.UUID(int=0)
 
 Position = tuple[int, uuid.UUID]
-"""(stream position, event id): txid on PostgreSQL, rowid on SQLite."""
+"""(txid, event id): see the module docstring for what txid is on each database."""
 
 _COLUMNS = (
     FleetEvent.id,
@@ -102,7 +103,6 @@ class StreamReader:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.postgres = db.dialect == "postgresql"
-        self._key: Any = FleetEvent.txid if self.postgres else column("rowid")
 
     def _horizon(self, stmt: Select[Any]) -> Select[Any]:
         if not self.postgres:
@@ -112,12 +112,11 @@ class StreamReader:
 
     async def read_after(self, after: Position, limit: int) -> list[StreamedEvent]:
         """Up to `limit` deliverable events after `after`, in stream order."""
-        stmt = select(self._key, *_COLUMNS).select_from(FleetEvent.__table__)
-        if self.postgres:
-            stmt = stmt.where(tuple_(FleetEvent.txid, FleetEvent.id) > tuple_(*after))
-            stmt = stmt.order_by(FleetEvent.txid, FleetEvent.id)
-        else:
-            stmt = stmt.where(self._key > after[0]).order_by(self._key)
+        stmt: Select[Any] = (
+            select(FleetEvent.txid, *_COLUMNS)
+            .where(tuple_(FleetEvent.txid, FleetEvent.id) > tuple_(*after))
+            .order_by(FleetEvent.txid, FleetEvent.id)
+        )
         stmt = self._horizon(stmt).limit(limit)
         async with self.db.read_sessions() as session:
             rows = (await session.execute(stmt)).all()
@@ -125,11 +124,9 @@ class StreamReader:
 
     async def head(self) -> Position:
         """The position of the newest deliverable event (or the origin)."""
-        stmt = select(self._key, FleetEvent.id).select_from(FleetEvent.__table__)
-        if self.postgres:
-            stmt = stmt.order_by(FleetEvent.txid.desc(), FleetEvent.id.desc())
-        else:
-            stmt = stmt.order_by(self._key.desc())
+        stmt: Select[Any] = select(FleetEvent.txid, FleetEvent.id).order_by(
+            FleetEvent.txid.desc(), FleetEvent.id.desc()
+        )
         async with self.db.read_sessions() as session:
             row = (await session.execute(self._horizon(stmt).limit(1))).first()
         return (int(row[0]), row[1]) if row else (0, ZERO)
@@ -141,15 +138,15 @@ class StreamReader:
         a later id: nothing is missed, a few events may come twice.
         """
         async with self.db.read_sessions() as session:
-            stmt = select(self._key).select_from(FleetEvent.__table__)
-            found = (await session.execute(stmt.where(FleetEvent.id == event_id))).scalar()
+            stmt = select(FleetEvent.txid).where(FleetEvent.id == event_id)
+            found = (await session.execute(stmt)).scalar()
             if found is not None:
                 return (int(found), event_id)
-            later = select(func.min(self._key)).select_from(FleetEvent.__table__)
-            first = (await session.execute(later.where(FleetEvent.id > event_id))).scalar()
+            later = select(func.min(FleetEvent.txid)).where(FleetEvent.id > event_id)
+            first = (await session.execute(later)).scalar()
         if first is None:
             return await self.head()
-        return (int(first) - 1, ZERO) if not self.postgres else (int(first), ZERO)
+        return (int(first), ZERO)
 
 
 @dataclass(eq=False)

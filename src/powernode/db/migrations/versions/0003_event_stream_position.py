@@ -6,8 +6,10 @@ Revises: 0002
 On PostgreSQL every fleet event records the id of the transaction that wrote it
 (`pg_current_xact_id()`); the live stream orders by (txid, id) and only delivers events of
 transactions older than the oldest one still running, so an event that commits late is never
-skipped (see powernode/events/stream.py). SQLite orders by rowid (one writer at a time), so the
-column stays NULL there.
+skipped (see powernode/events/stream.py). On SQLite a trigger numbers events from a counter
+row as they are inserted; writers are serialized, so that number is commit order too, and unlike
+rowid it is never reused after retention deletes the newest rows. (A later batch migration of
+fleet_events on SQLite recreates the table and must recreate the trigger.)
 """
 
 from __future__ import annotations
@@ -35,9 +37,31 @@ def upgrade() -> None:
             )
         )
     op.create_index("ix_fleet_events_txid_id", "fleet_events", ["txid", "id"])
+    # Used by SQLite only; present on both so the schema is the same everywhere.
+    op.create_table(
+        "event_stream_counter",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_stream_counter")),
+    )
+    if not postgres:
+        op.execute("UPDATE fleet_events SET txid = rowid")
+        op.execute(
+            "INSERT INTO event_stream_counter (id, value) "
+            "SELECT 1, coalesce(max(txid), 0) FROM fleet_events"
+        )
+        op.execute(
+            "CREATE TRIGGER fleet_events_stream_position AFTER INSERT ON fleet_events BEGIN "
+            "UPDATE event_stream_counter SET value = value + 1 WHERE id = 1; "
+            "UPDATE fleet_events SET txid = (SELECT value FROM event_stream_counter WHERE id = 1) "
+            "WHERE rowid = NEW.rowid; END"
+        )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS fleet_events_stream_position")
+    op.drop_table("event_stream_counter")
     op.drop_index("ix_fleet_events_txid_id", table_name="fleet_events")
     with op.batch_alter_table("fleet_events") as batch:
         batch.drop_column("txid")
