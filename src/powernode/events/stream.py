@@ -124,7 +124,7 @@ class StreamReader:
 
     async def head(self) -> Position:
         """The position of the newest deliverable event (or the origin)."""
-        stmt: Select[Any] = select(FleetEvent.txid, FleetEvent.id).order_by(
+        stmt: Any = select(FleetEvent.txid, FleetEvent.id).order_by(
             FleetEvent.txid.desc(), FleetEvent.id.desc()
         )
         async with self.db.read_sessions() as session:
