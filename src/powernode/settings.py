@@ -42,8 +42,28 @@ class Settings(BaseSettings):
         default=5000, ge=1, le=100_000, description="Events deleted per retention transaction."
     )
     retention_interval_s: int = Field(
-        default=3600, ge=0, description="Seconds between retention runs in `serve`; 0 = never."
+        default=3600, ge=0, description="Seconds between retention runs; 0 = never."
     )
+
+    job_schedules: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-job schedule overrides as JSON, e.g. "
+        '{"retention": "@daily", "reaper": "@every 10s"}; "off" disables a job.',
+    )
+    worker_in_serve: bool | None = Field(
+        default=None,
+        description="Run the scheduled jobs inside `serve`; default: yes on SQLite, no on "
+        "PostgreSQL (run `powernode worker` there).",
+    )
+    provisioning_timeout_s: int = Field(
+        default=900, ge=10, description="Seconds a node may stay provisioning before it fails."
+    )
+
+    @property
+    def runs_jobs_in_serve(self) -> bool:
+        if self.worker_in_serve is not None:
+            return self.worker_in_serve
+        return self.effective_database_url.startswith("sqlite")
 
     @field_validator("data_dir")
     @classmethod

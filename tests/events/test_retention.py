@@ -14,10 +14,19 @@ from powernode.clock import FrozenClock
 from powernode.db.engine import Database
 from powernode.events.log import EventContext, Severity, record_event
 from powernode.events.models import FleetEvent
-from powernode.events.retention import RetentionPolicy, run_retention
+from powernode.events.retention import RetentionPolicy, prune_events
 from powernode.settings import Settings
+from powernode.worker.jobs import get_job
+from powernode.worker.leader import FileLockElection
+from powernode.worker.runner import Worker
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+async def run_retention_job(db: Database, tmp_path: Path, **overrides: int) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=db.url, **overrides)
+    worker = Worker(db, settings, FrozenClock(NOW), FileLockElection(tmp_path / "locks"))
+    await worker.run_once(get_job("retention"))
 
 
 async def test_each_tier_loses_exactly_its_expired_events(database: Database) -> None:
@@ -46,18 +55,18 @@ async def test_each_tier_loses_exactly_its_expired_events(database: Database) ->
                     if str(severity) not in expired:
                         kept.add(f"test.{days}.{n}/{severity}")
     policy = RetentionPolicy(routine_days=90, critical_days=365, batch=2)  # several batches
-    deleted = await run_retention(database, FrozenClock(NOW), policy)
+    deleted = await prune_events(database, FrozenClock(NOW), policy)
     assert deleted == {"routine": 9, "critical": 3}
     async with database.read_sessions() as session:
         rows = (await session.execute(select(FleetEvent.kind, FleetEvent.severity))).all()
     remaining = {f"{kind}/{severity}" for kind, severity in rows if kind.startswith("test.")}
     assert remaining == kept
-    runs = [row for row in rows if row[0] == "job.retention"]
-    assert len(runs) == 1
 
 
-async def test_a_run_is_recorded_with_outcome_and_duration(database: Database) -> None:
-    await run_retention(database, FrozenClock(NOW), RetentionPolicy())
+async def test_a_run_is_recorded_with_outcome_and_duration(
+    database: Database, tmp_path: Path
+) -> None:
+    await run_retention_job(database, tmp_path)
     async with database.read_sessions() as session:
         event = await session.scalar(select(FleetEvent).where(FleetEvent.kind == "job.retention"))
     assert event is not None
@@ -69,7 +78,12 @@ async def test_a_run_is_recorded_with_outcome_and_duration(database: Database) -
 
 async def test_serve_runs_retention_on_its_interval(migrated_db_url: str, tmp_path: Path) -> None:
     """In the embedded default the job runs inside `serve` (here: every second)."""
-    settings = Settings(data_dir=tmp_path, database_url=migrated_db_url, retention_interval_s=1)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=migrated_db_url,
+        retention_interval_s=1,
+        worker_in_serve=True,
+    )
     app = create_app(settings, clock=FrozenClock(NOW))
     async with app.router.lifespan_context(app):
         db: Database = app.state.db

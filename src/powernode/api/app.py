@@ -31,10 +31,11 @@ from powernode.api.routes import (
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
-from powernode.events.retention import RetentionPolicy, run_periodically
 from powernode.events.stream import EventBroker
 from powernode.modules.store import ContentStore
 from powernode.settings import Settings
+from powernode.worker.leader import election_for
+from powernode.worker.runner import Worker
 
 API_PREFIX = "/api/v1"
 
@@ -48,19 +49,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.state.broker = EventBroker(app.state.db)
         await app.state.broker.start()
         jobs = []
-        if settings.retention_interval_s > 0:
-            policy = RetentionPolicy(
-                settings.retention_routine_days,
-                settings.retention_critical_days,
-                settings.retention_batch,
+        if settings.runs_jobs_in_serve:
+            worker = Worker(
+                app.state.db,
+                settings,
+                app.state.clock,
+                election_for(settings.effective_database_url, settings.data_dir),
             )
-            jobs.append(
-                asyncio.create_task(
-                    run_periodically(
-                        app.state.db, app.state.clock, policy, settings.retention_interval_s
-                    )
-                )
-            )
+            jobs.append(asyncio.create_task(worker.run_forever(), name="embedded-worker"))
         try:
             yield
         finally:

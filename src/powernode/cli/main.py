@@ -93,7 +93,9 @@ def serve(
 
 def _register_nouns() -> None:
     from powernode.cli import nouns
+    from powernode.cli.worker import worker
 
+    app.command()(worker)
     nouns.register(app)
 
 

@@ -43,10 +43,14 @@ async def record_event(
     subject_id: uuid.UUID | None,
     severity: Severity = Severity.ROUTINE,
     payload: dict[str, Any] | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> FleetEvent:
-    """Add one fleet event to `session`; it commits with the caller's transaction."""
+    """Add one fleet event to `session`; it commits with the caller's transaction.
+
+    `event_id` is for an event whose id was handed out before it is written (a job run's
+    events are caused by the run's event, which is recorded when the run ends)."""
     row = FleetEvent(
-        id=new_id(),
+        id=event_id or new_id(),
         occurred_at=ctx.clock.now(),
         kind=kind,
         severity=str(severity),

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
 from powernode.clock import Clock
 from powernode.db.engine import Database
-from powernode.events.log import EventContext, Severity, record_event
+from powernode.events.log import Severity
 from powernode.events.models import FleetEvent
 
 log = logging.getLogger(__name__)
@@ -62,48 +61,3 @@ async def prune_events(db: Database, clock: Clock, policy: RetentionPolicy) -> d
             await asyncio.sleep(0)  # let other work in this process run between batches
         deleted[str(severity)] = total
     return deleted
-
-
-async def run_retention(db: Database, clock: Clock, policy: RetentionPolicy) -> dict[str, int]:
-    """One job run: prune, then record a `job.retention` event with outcome and duration."""
-    started = time.perf_counter()
-    payload: dict[str, object] = {
-        "routine_days": policy.routine_days,
-        "critical_days": policy.critical_days,
-    }
-    deleted: dict[str, int] = {}
-    try:
-        deleted = await prune_events(db, clock, policy)
-        payload.update(outcome="succeeded", deleted=deleted)
-    except Exception as exc:
-        payload.update(outcome="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        raise
-    finally:
-        payload["duration_s"] = round(time.perf_counter() - started, 3)
-        failed = payload["outcome"] != "succeeded"
-        async with db.transaction() as session:
-            await record_event(
-                session,
-                EventContext(actor="job:retention", clock=clock),
-                kind="job.retention",
-                subject_type="job",
-                subject_id=None,
-                severity=Severity.CRITICAL if failed else Severity.ROUTINE,
-                payload=payload,
-            )
-    return deleted
-
-
-async def run_periodically(
-    db: Database, clock: Clock, policy: RetentionPolicy, interval_s: float
-) -> None:
-    """Every `interval_s` seconds, a retention run, until cancelled (the embedded default runs
-    it inside `serve`; the worker issue moves it to `powernode worker` with leader election)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            log.info("retention deleted %s", await run_retention(db, clock, policy))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # recorded as a failed run; later runs go on
-            log.exception("retention run failed")

@@ -1,0 +1,1 @@
+"""The jobs powernode ships; each module registers one job with `@job`."""
