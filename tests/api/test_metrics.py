@@ -141,3 +141,21 @@ async def test_an_app_that_raises_is_recorded_as_a_server_error(tmp_path: Path) 
     registry = app.state.metrics_registry
     labels = {"route": "/boom/{what}", "method": "GET", "status": "5xx"}
     assert registry.get_sample_value(f"{DURATION}_count", labels) == 1
+
+
+async def test_job_runs_and_their_latest_duration_are_gauges(metered: Api, tmp_path: Path) -> None:
+    from powernode.worker.jobs import get_job
+    from powernode.worker.leader import FileLockElection
+    from powernode.worker.runner import Worker
+
+    settings = Settings(data_dir=tmp_path, database_url=metered.db.url)
+    worker = Worker(metered.db, settings, metered.clock, FileLockElection(tmp_path / "locks"))
+    await worker.run_once(get_job("reaper"))
+    await worker.run_once(get_job("reaper"))
+    families = await scrape(metered)
+    runs = {
+        (s.labels["job"], s.labels["outcome"]): s.value
+        for s in families["powernode_job_runs_last_hour"]
+    }
+    assert runs == {("reaper", "succeeded"): 2}
+    assert set(by_label(families["powernode_job_last_run_duration_seconds"], "job")) == {"reaper"}

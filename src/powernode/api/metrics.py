@@ -100,6 +100,8 @@ class FleetSnapshot:
     instances: Mapping[str, int]
     tasks: Mapping[str, int]
     events_last_hour: Mapping[tuple[str, str], int]
+    job_runs: Mapping[tuple[str, str], int]
+    job_last_duration: Mapping[str, float]
 
     def families(self) -> list[Metric]:
         """The snapshot as metric families; every enum state appears, 0 when none."""
@@ -110,8 +112,20 @@ class FleetSnapshot:
         )
         for (kind, severity), count in sorted(self.events_last_hour.items()):
             events.add_metric([kind, severity], count)
-        # Job runs, agent heartbeats and task leases get their gauges here, from the same read
-        # transaction in `read_fleet`, when the scheduler, agent and lease issues land.
+        runs = GaugeMetricFamily(
+            "powernode_job_runs_last_hour",
+            "Scheduled job runs in the last hour, by job and outcome.",
+            labels=["job", "outcome"],
+        )
+        for (name, outcome), count in sorted(self.job_runs.items()):
+            runs.add_metric([name, outcome], count)
+        durations = GaugeMetricFamily(
+            "powernode_job_last_run_duration_seconds",
+            "Duration of each job's latest run in the last hour.",
+            labels=["job"],
+        )
+        for name, seconds in sorted(self.job_last_duration.items()):
+            durations.add_metric([name], seconds)
         return [
             _by_state("powernode_nodes", "Nodes by observed state.", MachineState, self.nodes),
             _by_state(
@@ -127,6 +141,8 @@ class FleetSnapshot:
                 self.tasks,
             ),
             events,
+            runs,
+            durations,
         ]
 
 
@@ -142,7 +158,21 @@ async def read_fleet(session: AsyncSession, *, since: dt.datetime) -> FleetSnaps
         .where(FleetEvent.occurred_at > since)
         .group_by(FleetEvent.kind, FleetEvent.severity)
     )
+    job_runs: dict[tuple[str, str], int] = {}
+    last_duration: dict[str, float] = {}
+    jobs = await session.execute(
+        select(FleetEvent.kind, FleetEvent.payload)
+        .where(FleetEvent.occurred_at > since, FleetEvent.subject_type == "job")
+        .order_by(FleetEvent.id)
+    )
+    for kind, payload in jobs:
+        name = kind.removeprefix("job.")
+        key = (name, str(payload.get("outcome", "unknown")))
+        job_runs[key] = job_runs.get(key, 0) + 1
+        last_duration[name] = float(payload.get("duration_s", 0.0))
     return FleetSnapshot(
+        job_runs=job_runs,
+        job_last_duration=last_duration,
         nodes=await by_state(Node),
         instances=await by_state(NodeInstance),
         tasks=await by_state(Task),
