@@ -73,6 +73,7 @@ bench: setup
 	$(VENV_PY) benchmarks/bench_select.py
 	$(VENV_PY) benchmarks/bench_preview.py
 	$(VENV_PY) benchmarks/bench_verity.py
+	$(VENV_PY) benchmarks/bench_events.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build dist .hypothesis

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -222,13 +221,34 @@ async def test_a_subscriber_that_falls_behind_rereads_the_table_and_loses_nothin
         await broker.stop()
 
 
-async def test_notifications_carry_only_ids_within_the_payload_limit() -> None:
-    from powernode.events.stream import NOTIFY_LIMIT, _notify_payload, _parse_ids
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_notifications_carry_only_ids_within_the_payload_limit(database: Database) -> None:
+    import asyncpg  # type: ignore[import-untyped]
 
-    ids = [uuid.uuid4() for _ in range(1000)]
-    payload = _notify_payload(ids)
-    assert len(payload.encode()) <= NOTIFY_LIMIT
-    assert _parse_ids(payload)[0] == ids[-1]
+    from powernode.events.stream import CHANNEL, _parse_ids
+
+    dsn = database.url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    payloads: list[str] = []
+    await conn.add_listener(CHANNEL, lambda _c, _p, _ch, payload: payloads.append(payload))
+    ctx = EventContext(actor="test")
+    try:
+        async with database.transaction() as session:
+            rows = [
+                await record_event(session, ctx, kind="t.many", subject_type="t", subject_id=None)
+                for _ in range(1000)
+            ]
+        for _ in range(50):
+            if payloads:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    assert payloads
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    heard = {i for p in payloads for i in _parse_ids(p)}
+    assert rows[-1].id in heard
+    assert heard <= {r.id for r in rows}
 
 
 async def test_positions_keep_growing_after_retention_empties_the_log(database: Database) -> None:

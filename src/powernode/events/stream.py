@@ -12,10 +12,11 @@ Contract
   - SQLite: (txid, id) too, where txid is a counter a trigger assigns at insert. Writers are
     serialized (BEGIN IMMEDIATE), so insert order is commit order; unlike rowid, the counter is
     never reused when retention deletes the newest rows.
-- Notifications are only a doorbell: on PostgreSQL each transaction that wrote events sends
-  `NOTIFY powernode_events` with their ids (far below the 8,000-byte payload limit), every
-  process LISTENs; in-process commits ring directly. What is delivered is always read from the
-  table, so a lost notification delays, never drops, an event (the tailer also polls).
+- Notifications are only a doorbell: on PostgreSQL a trigger sends `NOTIFY powernode_events`
+  with the ids each insert statement wrote (the newest 200: far below the 8,000-byte payload
+  limit), every process LISTENs; in-process commits ring directly. What is delivered is always
+  read from the table, so a lost notification delays, never drops, an event (the tailer also
+  polls).
 - One tailer per process reads the table once and hands each batch to every subscriber; a
   subscriber that falls more than `queue_limit` events behind is switched to reading the table
   from its own position until it has caught up.
@@ -43,7 +44,6 @@ from powernode.events.models import FleetEvent
 log = logging.getLogger(__name__)
 
 CHANNEL = "powernode_events"
-NOTIFY_LIMIT = 7900  # bytes; PostgreSQL refuses payloads of 8,000 or more
 ZERO = uuid.UUID(int=0)
 
 Position = tuple[int, uuid.UUID]
@@ -181,17 +181,13 @@ class Subscription:
 
 
 def install_doorbell(db: Database, ring: Callable[[list[uuid.UUID]], None]) -> None:
-    """Ring after every commit that wrote fleet events; on PostgreSQL also NOTIFY the others."""
-    postgres = db.dialect == "postgresql"
+    """Ring after every commit that wrote fleet events (other processes hear of them through
+    the NOTIFY a trigger sends on PostgreSQL, see migration 0003)."""
 
     def after_flush(session: Session, _context: Any) -> None:
         ids = [o.id for o in session.new if isinstance(o, FleetEvent)]
-        if not ids:
-            return
-        session.info.setdefault("fleet_event_ids", []).extend(ids)
-        if postgres:
-            payload = _notify_payload(ids)
-            session.connection().execute(select(func.pg_notify(CHANNEL, payload)))
+        if ids:
+            session.info.setdefault("fleet_event_ids", []).extend(ids)
 
     def after_commit(session: Session) -> None:
         ids = session.info.pop("fleet_event_ids", None)
@@ -204,18 +200,6 @@ def install_doorbell(db: Database, ring: Callable[[list[uuid.UUID]], None]) -> N
     event.listen(db.session_class, "after_flush", after_flush)
     event.listen(db.session_class, "after_commit", after_commit)
     event.listen(db.session_class, "after_soft_rollback", lambda s, _t: after_rollback(s))
-
-
-def _notify_payload(ids: list[uuid.UUID]) -> str:
-    # Newest ids first; when a transaction wrote too many to fit, the tailer polls for the rest.
-    parts: list[str] = []
-    size = 0
-    for event_id in reversed(ids):
-        size += 37
-        if size > NOTIFY_LIMIT:
-            break
-        parts.append(str(event_id))
-    return ",".join(parts)
 
 
 def _parse_ids(payload: str) -> list[uuid.UUID]:
