@@ -100,7 +100,7 @@ async def _subscriber(
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with (
-        httpx.AsyncClient(base_url=url, timeout=None) as http,
+        httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=120)) as http,
         http.stream("GET", "/api/v1/events/stream", headers=headers) as response,
     ):
         counter[0] += 1
@@ -143,7 +143,7 @@ async def stream(url: str, *, subscribers: int, rate: float, seconds: float) -> 
                     )
                 committed[str(row.id)] = time.monotonic()
             deadline = time.monotonic() + 15
-            while len(received) < total * subscribers and time.monotonic() < deadline:
+            while len(received) < total * subscribers and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
         finally:
             for task in tasks:
