@@ -44,6 +44,9 @@ async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
     db = Database(url)
     clock = SystemClock()
     try:
+        from powernode.pki.runtime import open_ca
+
+        await open_ca(db, settings, create=True)  # the node CA (+ passphrase file if none set)
         async with db.transaction() as session:
             if not rotate and await has_admin_token(session, clock):
                 return InitResult(None, settings.cli_credentials_path, url)

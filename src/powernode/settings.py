@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,46 @@ class Settings(BaseSettings):
     )
     provisioning_timeout_s: int = Field(
         default=900, ge=10, description="Seconds a node may stay provisioning before it fails."
+    )
+
+    node_host: str | None = Field(
+        default=None, description="Address the node API binds; default: the `host` setting."
+    )
+    node_port: int = Field(
+        default=8443, ge=1, le=65535, description="Port of the mTLS node API (`--node-port`)."
+    )
+    node_urls: list[str] = Field(
+        default_factory=list,
+        description="Node API URLs handed to agents in seeds (JSON list); default "
+        "https://<node host>:<node port>.",
+    )
+    node_api_names: list[str] = Field(
+        default_factory=list,
+        description="Extra DNS names / IPs for the node API's server certificate (JSON list).",
+    )
+    pki_passphrase: SecretStr | None = Field(
+        default=None,
+        description="Encrypts the CA keys at rest. Unset: `init` generates one into "
+        "DATA_DIR/pki-passphrase (0600); production passes it from a secret store.",
+    )
+    bootstrap_token_ttl_s: int = Field(
+        default=900, ge=30, le=7 * 86400, description="Lifetime of a bootstrap token."
+    )
+    node_cert_lifetime_s: int = Field(
+        default=86400, ge=300, le=90 * 86400, description="Lifetime of node certificates."
+    )
+    heartbeat_interval_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Heartbeat interval handed to agents (minimum)."
+    )
+    heartbeat_grace_beats: int = Field(
+        default=4, ge=2, le=100, description="Missed intervals before a node is unreachable."
+    )
+    heartbeat_max_rate: float = Field(
+        default=1000.0, gt=0, description="Heartbeats/s the fleet may send; the interval "
+        "handed out grows with fleet size to stay under it.",
+    )
+    task_visibility_timeout_s: int = Field(
+        default=30, ge=5, le=3600, description="Seconds a task lease lasts unless extended."
     )
 
     @property

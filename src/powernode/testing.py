@@ -36,6 +36,8 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class RunningServer:
     url: str
+    node_url: str
+    """The mTLS node API (`https://127.0.0.1:<port>`)."""
     data_dir: Path
     token: str
     env: dict[str, str]
@@ -50,13 +52,17 @@ def running_server(
     log_level: str = "warning",
     token: str | None = None,
     extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    node_port: int | None = None,
 ) -> Iterator[RunningServer]:
     """Init and serve; yields once /readyz answers 200; stops the server afterwards.
 
     A second server on a database that already has an admin token gets no new one from `init`:
     pass the first server's `token`."""
-    port = free_port()
-    env = {**os.environ, "POWERNODE_DATA_DIR": str(data_dir)}
+    port = port or free_port()
+    node_port = node_port or free_port()
+    env = {**os.environ, **(env or {}), "POWERNODE_DATA_DIR": str(data_dir)}
     env.pop("POWERNODE_TOKEN", None)
     env.pop("POWERNODE_DATABASE_URL", None)
     if database_url:
@@ -67,7 +73,17 @@ def running_server(
     )
     log = (data_dir / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [POWERNODE, "serve", "--port", str(port), "--log-level", log_level, *extra_args],
+        [
+            POWERNODE,
+            "serve",
+            "--port",
+            str(port),
+            "--node-port",
+            str(node_port),
+            "--log-level",
+            log_level,
+            *extra_args,
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -86,7 +102,11 @@ def running_server(
         if token is None:
             token = json.loads((data_dir / "cli-credentials.json").read_text())["token"]
         yield RunningServer(
-            url=url, data_dir=data_dir, token=token, env={**env, "POWERNODE_URL": url}
+            url=url,
+            node_url=f"https://127.0.0.1:{node_port}",
+            data_dir=data_dir,
+            token=token,
+            env={**env, "POWERNODE_URL": url},
         )
     finally:
         proc.terminate()

@@ -144,4 +144,4 @@ async def test_schedules_come_from_settings_and_off_disables_a_job(
     )
     worker = Worker(database, settings, FrozenClock(T0), FileLockElection(tmp_path))
     plan = {s.job.name: s.schedule.text for s in worker.scheduled()}
-    assert plan == {"reaper": "*/2 * * * *", "retention": "@every 3600s"}
+    assert plan == {"reaper": "*/2 * * * *", "retention": "@every 3600s", "liveness": "@every 5s"}

@@ -16,9 +16,11 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from powernode import __version__
 from powernode.api import metrics, problems
 from powernode.api.middleware import CorrelationMiddleware
+from powernode.api.node.app import create_node_app
 from powernode.api.routes import (
     catalog,
     compliance,
+    enrollment,
     events,
     instances,
     modules,
@@ -32,7 +34,10 @@ from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
 from powernode.events.stream import EventBroker
+from powernode.fleet.claims import TaskWaiters
+from powernode.fleet.heartbeats import HeartbeatBuffer
 from powernode.modules.store import ContentStore
+from powernode.pki.runtime import RevocationCache, open_ca
 from powernode.settings import Settings
 from powernode.worker.leader import election_for
 from powernode.worker.runner import Worker
@@ -48,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.state.db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         app.state.broker = EventBroker(app.state.db)
         await app.state.broker.start()
+        await _start_node_side(app, settings)
         jobs = []
         if settings.runs_jobs_in_serve:
             worker = Worker(
@@ -63,6 +69,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+            await app.state.heartbeats.stop()
             await app.state.broker.stop()
             await app.state.db.dispose()
 
@@ -79,6 +86,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.store = ContentStore(settings.data_dir / "content")
+    app.state.node_app = create_node_app()
     app.add_middleware(CorrelationMiddleware)
     metrics.install(app)
     problems.install(app)
@@ -95,6 +103,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         tokens,
         events,
         compliance,
+        enrollment,
     )
     for module in routers:
         api.include_router(module.router)
@@ -132,6 +141,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         )
 
     return app
+
+
+async def _start_node_side(app: FastAPI, settings: Settings) -> None:
+    """The state the node API shares with the operator API: the CA, heartbeats, task waiters."""
+    state = app.state
+    state.ca = await open_ca(state.db, settings, create=True)
+    state.heartbeats = HeartbeatBuffer(state.db, state.clock, settings)
+    await state.heartbeats.start()
+    state.task_waiters = TaskWaiters()
+    state.broker.listeners.append(state.task_waiters.on_events)
+    state.revocations = RevocationCache(state.db)
+    node_state = state.node_app.state
+    for name in ("db", "clock", "ca", "heartbeats", "task_waiters", "revocations", "broker"):
+        setattr(node_state, name, getattr(state, name))
+    node_state.settings = settings
 
 
 def _mount_docs(app: FastAPI) -> None:

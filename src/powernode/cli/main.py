@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,10 @@ from powernode.cli.client import CliError
 from powernode.cli.common import CliState, state
 from powernode.cli.output import EXIT_CODES, error, stdout
 from powernode.errors import PowernodeError
+
+if TYPE_CHECKING:
+    from powernode.pki.ca import CertificateAuthority
+    from powernode.settings import Settings
 
 app = typer.Typer(
     name="powernode",
@@ -71,24 +75,51 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address \\[default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Bind port \\[default: 8080].")] = None,
+    node_port: Annotated[
+        int | None, typer.Option(help="Port of the mTLS node API \\[default: 8443].")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Run the control plane: operator API, /healthz and /readyz."""
+    """Run the control plane: operator API (/api/v1, /healthz, /readyz, /metrics) and the node
+    API (/node/v1, mutual TLS) on its own port."""
     import uvicorn
 
     from powernode.api.app import create_app
+    from powernode.api.node.server import node_server_config, serve_both
     from powernode.db.migrate import check_at_head
+    from powernode.pki.runtime import node_host, write_server_tls
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"host": host, "port": port, "node_port": node_port}.items()
+        if v is not None
+    }
     settings = state(ctx).settings(**overrides)
     asyncio.run(check_at_head(settings.effective_database_url))
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        proxy_headers=False,
+    tls = write_server_tls(settings, asyncio.run(_shared_ca(settings)))
+    app = create_app(settings)
+    operator = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False
     )
+    node = node_server_config(
+        app.state.node_app,
+        tls,
+        host=node_host(settings),
+        port=settings.node_port,
+        log_level=log_level,
+    )
+    asyncio.run(serve_both(operator, node))
+
+
+async def _shared_ca(settings: Settings) -> CertificateAuthority:
+    from powernode.db.engine import Database
+    from powernode.pki.runtime import open_ca
+
+    db = Database(settings.effective_database_url)
+    try:
+        return await open_ca(db, settings, create=True)
+    finally:
+        await db.dispose()
 
 
 def _register_nouns() -> None:

@@ -3,21 +3,27 @@
 from powernode.auth.models import ApiToken
 from powernode.db.base import Base
 from powernode.events.models import FleetEvent
+from powernode.fleet.leases import NodeLease
 from powernode.fleet.models import Node, NodeInstance, NodeLabel, Task
 from powernode.modules.models import Module, ModuleVersion
+from powernode.pki.models import BootstrapToken, CertificateAuthorityRow, NodeCertificate
 from powernode.providers.models import InstanceType, ProviderAccount, Region, Zone
 from powernode.templates.models import Template, TemplateModule
 
 __all__ = [
     "ApiToken",
     "Base",
+    "BootstrapToken",
+    "CertificateAuthorityRow",
     "FleetEvent",
     "InstanceType",
     "Module",
     "ModuleVersion",
     "Node",
+    "NodeCertificate",
     "NodeInstance",
     "NodeLabel",
+    "NodeLease",
     "ProviderAccount",
     "Region",
     "Task",

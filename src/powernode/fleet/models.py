@@ -34,6 +34,8 @@ class Node(IdMixin, Base):
     state: Mapped[str] = mapped_column(String(32), default=MachineState.PENDING)
     desired_state: Mapped[str] = mapped_column(String(32), default=DesiredState.RUNNING)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # The identity document the agent sent at enrollment (source, instance id, region, ...).
+    identity: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     state_changed_at: Mapped[dt.datetime]

@@ -64,7 +64,7 @@ def job(
 
 def builtin_jobs() -> dict[str, Job]:
     """Every job shipped with powernode, registered on first call."""
-    from powernode.worker.builtin import reaper, reconcile, retention  # noqa: F401
+    from powernode.worker.builtin import liveness, reaper, reconcile, retention  # noqa: F401
 
     return JOBS
 

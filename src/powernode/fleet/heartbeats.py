@@ -1,0 +1,180 @@
+"""Heartbeats: acknowledged from memory, written to `node_leases` in coalesced batches.
+
+Contract: `HeartbeatBuffer.record` never touches the database, so an agent's heartbeat is
+answered at once. A flusher writes everything received since the last flush in one upsert per
+1,000 nodes (a node that beat twice in between costs one row write), every `flush_interval_s`.
+A node that was unreachable and beats again is brought back to running at that flush; the
+`liveness` job (worker/builtin/liveness.py) marks nodes unreachable when their last beat is
+older than the grace period. A crash loses at most one flush interval of beats, which only
+delays (never fakes) liveness: the grace period is several intervals long.
+
+The interval handed to agents grows with fleet size so that the fleet's beats stay under
+`POWERNODE_HEARTBEAT_MAX_RATE` per second (as Nomad stretches heartbeat TTLs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from powernode.clock import Clock
+from powernode.db.engine import Database
+from powernode.events.log import EventContext
+from powernode.fleet.leases import NodeLease
+from powernode.fleet.lifecycle import NODE_LIFECYCLE
+from powernode.fleet.models import Node
+from powernode.fleet.states import MachineEvent, MachineState
+from powernode.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+def heartbeat_interval(settings: Settings, fleet_size: int) -> float:
+    """Seconds between beats for a fleet of `fleet_size` live nodes."""
+    return max(settings.heartbeat_interval_s, fleet_size / settings.heartbeat_max_rate)
+
+
+def grace_period(settings: Settings, fleet_size: int) -> float:
+    return settings.heartbeat_grace_beats * heartbeat_interval(settings, fleet_size)
+
+
+async def live_fleet_size(db: Database) -> int:
+    async with db.read_sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Node).where(Node.state != MachineState.TERMINATED)
+        )
+    return int(count or 0)
+
+
+@dataclass
+class Beat:
+    at: dt.datetime
+    agent_version: str
+    status: dict[str, Any]
+    count: int = 1
+
+
+class HeartbeatBuffer:
+    """See the module docstring."""
+
+    def __init__(
+        self, db: Database, clock: Clock, settings: Settings, *, flush_interval_s: float = 1.0
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.flush_interval_s = flush_interval_s
+        self.pending: dict[uuid.UUID, Beat] = {}
+        self.fleet_size = 0
+        self.flushes = 0
+        self.rows_written = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, node_id: uuid.UUID, agent_version: str, status: dict[str, Any]) -> None:
+        previous = self.pending.get(node_id)
+        count = previous.count + 1 if previous else 1
+        self.pending[node_id] = Beat(self.clock.now(), agent_version, status, count)
+
+    def interval_s(self) -> float:
+        return heartbeat_interval(self.settings, self.fleet_size)
+
+    def grace_s(self) -> float:
+        return grace_period(self.settings, self.fleet_size)
+
+    async def start(self) -> None:
+        self.fleet_size = await live_fleet_size(self.db)
+        self._task = asyncio.create_task(self._run(), name="heartbeat-flusher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()  # what arrived since the last flush
+
+    async def _run(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+                ticks += 1
+                if ticks % 30 == 0:
+                    self.fleet_size = await live_fleet_size(self.db)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep the beats; they go with the next flush
+                log.warning("heartbeat flush failed; retrying", exc_info=True)
+
+    async def flush(self) -> None:
+        batch, self.pending = self.pending, {}
+        if not batch:
+            return
+        try:
+            await self._write(batch)
+        except Exception:
+            for node_id, beat in batch.items():  # newer beats win; nothing is lost
+                self.pending.setdefault(node_id, beat)
+            raise
+        self.flushes += 1
+        self.rows_written += len(batch)
+
+    async def _write(self, batch: dict[uuid.UUID, Beat]) -> None:
+        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        ids = list(batch)
+        async with self.db.transaction() as session:
+            known: dict[uuid.UUID, str] = {}
+            for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
+                rows = await session.execute(select(Node.id, Node.state).where(Node.id.in_(chunk)))
+                known.update({node_id: state for node_id, state in rows})
+            values = [
+                {
+                    "node_id": node_id,
+                    "last_heartbeat_at": beat.at,
+                    "agent_version": beat.agent_version[:64],
+                    "status": beat.status,
+                    "beats": beat.count,
+                }
+                for node_id, beat in batch.items()
+                if node_id in known  # a node deleted meanwhile
+            ]
+            for start in range(0, len(values), CHUNK):
+                stmt = insert(NodeLease).values(values[start : start + CHUNK])
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[NodeLease.node_id],
+                    set_={
+                        "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
+                        "agent_version": stmt.excluded.agent_version,
+                        "status": stmt.excluded.status,
+                        "beats": NodeLease.beats + stmt.excluded.beats,
+                    },
+                )
+                await session.execute(stmt)
+            back = [i for i, state in known.items() if state == MachineState.UNREACHABLE]
+            if back:
+                ctx = EventContext(actor="control-plane:heartbeats", clock=self.clock)
+                nodes = await session.scalars(
+                    select(Node).where(Node.id.in_(back)).with_for_update()
+                )
+                for node in nodes:
+                    if node.state == MachineState.UNREACHABLE:
+                        await NODE_LIFECYCLE.fire(
+                            session,
+                            node,
+                            MachineEvent.HEARTBEAT_RESUMED,
+                            ctx,
+                            payload={"last_heartbeat_at": batch[node.id].at.isoformat()},
+                        )
