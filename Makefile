@@ -55,13 +55,7 @@ test: setup
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: setup
-	@echo "powernode demo: data in $(DEMO_DIR). In another shell try:"
-	@echo "  export POWERNODE_DATA_DIR=$(DEMO_DIR)"
-	@echo "  $(VENV)/bin/powernode node list"
-	@echo "  $(VENV)/bin/powernode events list"
-	@echo
-	POWERNODE_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/powernode init
-	POWERNODE_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/powernode serve
+	DEMO_DIR=$(DEMO_DIR) VENV=$(VENV) scripts/demo.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -7,9 +7,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from powernode.auth.roles import Role
 from powernode.auth.tokens import TokenCreate, create_token, has_admin_token
-from powernode.clock import SystemClock
+from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import upgrade_async
 from powernode.events.log import EventContext
@@ -35,6 +37,20 @@ def write_private_file(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
+async def _ensure_local_provider(session: AsyncSession, clock: Clock) -> None:
+    """The `local` provider account (agents on this machine), so `node create --provider local`
+    works right after init."""
+    from sqlalchemy import select
+
+    from powernode.providers.models import ProviderAccount
+    from powernode.providers.service import AccountCreate, create_account
+
+    if await session.scalar(select(ProviderAccount.id).where(ProviderAccount.name == "local")):
+        return
+    ctx = EventContext(actor="powernode-init", clock=clock)
+    await create_account(session, ctx, AccountCreate(name="local", kind="local"))
+
+
 async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
     """Idempotent setup; mints an admin token when none is usable or when `rotate` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +63,8 @@ async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
         from powernode.pki.runtime import open_ca
 
         await open_ca(db, settings, create=True)  # the node CA (+ passphrase file if none set)
+        async with db.transaction() as session:
+            await _ensure_local_provider(session, clock)
         async with db.transaction() as session:
             if not rotate and await has_admin_token(session, clock):
                 return InitResult(None, settings.cli_credentials_path, url)

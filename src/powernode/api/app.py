@@ -38,6 +38,7 @@ from powernode.fleet.claims import TaskWaiters
 from powernode.fleet.heartbeats import HeartbeatBuffer
 from powernode.modules.store import ContentStore
 from powernode.pki.runtime import RevocationCache, open_ca
+from powernode.providers.runtime import ProviderRuntime
 from powernode.settings import Settings
 from powernode.worker.leader import election_for
 from powernode.worker.runner import Worker
@@ -152,6 +153,7 @@ async def _start_node_side(app: FastAPI, settings: Settings) -> None:
     state.task_waiters = TaskWaiters()
     state.broker.listeners.append(state.task_waiters.on_events)
     state.revocations = RevocationCache(state.db)
+    state.providers = ProviderRuntime(state.db, settings, state.ca, state.revocations)
     node_state = state.node_app.state
     for name in ("db", "clock", "ca", "heartbeats", "task_waiters", "revocations", "broker"):
         setattr(node_state, name, getattr(state, name))

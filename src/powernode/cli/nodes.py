@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +17,7 @@ from powernode.cli.common import (
     VersionOption,
     state,
 )
-from powernode.cli.output import OutputFormat, emit
+from powernode.cli.output import OutputFormat, emit, stderr
 from powernode.cli.params import lookup_id, parse_labels, parse_pairs
 
 app = typer.Typer(help="Nodes: machines in the fleet.", no_args_is_help=True)
@@ -118,3 +120,52 @@ def label(
             merged.update(parse_labels([item]))
     body = {"version": current["version"], "labels": merged}
     emit(client.patch(f"/nodes/{node}", body), output)
+
+
+@app.command()
+def token(
+    ctx: typer.Context,
+    node: str,
+    seed: Annotated[
+        Path | None,
+        typer.Option(help="Also write the node's seed (JSON, mode 0600) to this file."),
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Print a single-use bootstrap token for NODE (valid 15 minutes by default)."""
+    issued = state(ctx).client().post(f"/nodes/{node}/bootstrap-tokens")
+    if seed is not None:
+        from powernode.bootstrap import write_private_file
+
+        write_private_file(seed, json.dumps(issued["seed"], indent=2) + "\n")
+    if output is OutputFormat.JSON:
+        emit(issued, output)
+    else:
+        print(issued["token"])
+        stderr.print(f"expires {issued['expires_at']}; single use")
+
+
+@app.command()
+def certs(ctx: typer.Context, node: str, output: OutputOption = OutputFormat.TABLE) -> None:
+    """List the certificates issued to NODE."""
+    rows = state(ctx).client().get(f"/nodes/{node}/certificates")
+    emit(rows, output, columns=("serial", "not_after", "revoked_at", "revocation_reason"))
+
+
+@app.command()
+def revoke(
+    ctx: typer.Context,
+    node: str,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the fleet event).")],
+    serial: Annotated[str | None, typer.Option(help="One certificate; default: all.")] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Revoke NODE's certificates; the node must re-enroll with a new token."""
+    body: dict[str, Any] = {"reason": reason}
+    if serial is not None:
+        body["serial"] = serial
+    result = state(ctx).client().post(f"/nodes/{node}/certificates/revoke", body)
+    if output is OutputFormat.JSON:
+        emit(result, output)
+    else:
+        print("\n".join(result["revoked"]) or "nothing to revoke")

@@ -75,6 +75,7 @@ class StreamedEvent:
     subject_type: str
     subject_id: uuid.UUID | None
     correlation_id: uuid.UUID
+    payload: dict[str, Any]
     frame: bytes
 
 
@@ -93,6 +94,7 @@ def _streamed(position: int, row: Sequence[Any]) -> StreamedEvent:
         subject_type=fields["subject_type"],
         subject_id=fields["subject_id"],
         correlation_id=fields["correlation_id"],
+        payload=fields["payload"],
         frame=_encode(fields),
     )
 
@@ -230,6 +232,8 @@ class EventBroker:
         self.batch = batch
         self.cursor: Position = (0, ZERO)
         self.subscribers: set[Subscription] = set()
+        # Called with every batch the tailer reads (e.g. to wake agents waiting for tasks).
+        self.listeners: list[Callable[[list[StreamedEvent]], None]] = []
         self._bell = asyncio.Event()
         self._awaiting: dict[uuid.UUID, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -283,6 +287,8 @@ class EventBroker:
                 break
             for sub in tuple(self.subscribers):
                 sub.offer(batch)
+            for listener in self.listeners:
+                listener(batch)
             self.cursor = batch[-1].position
             for item in batch:
                 self._awaiting.pop(item.position[1], None)

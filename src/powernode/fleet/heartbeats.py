@@ -38,6 +38,10 @@ from powernode.settings import Settings
 log = logging.getLogger(__name__)
 
 CHUNK = 1000
+_BROUGHT_UP_BY_BEATS = {
+    MachineState.UNREACHABLE: MachineEvent.HEARTBEAT_RESUMED,
+    MachineState.PROVISIONING: MachineEvent.READY,
+}
 
 
 def heartbeat_interval(settings: Settings, fleet_size: int) -> float:
@@ -163,18 +167,21 @@ class HeartbeatBuffer:
                     },
                 )
                 await session.execute(stmt)
-            back = [i for i, state in known.items() if state == MachineState.UNREACHABLE]
+            # Beats bring an unreachable node back, and a provisioning one (an agent that kept
+            # its certificate across a stop/start) up.
+            back = [i for i, state in known.items() if state in _BROUGHT_UP_BY_BEATS]
             if back:
                 ctx = EventContext(actor="control-plane:heartbeats", clock=self.clock)
                 nodes = await session.scalars(
                     select(Node).where(Node.id.in_(back)).with_for_update()
                 )
                 for node in nodes:
-                    if node.state == MachineState.UNREACHABLE:
+                    event = _BROUGHT_UP_BY_BEATS.get(MachineState(node.state))
+                    if event is not None:
                         await NODE_LIFECYCLE.fire(
                             session,
                             node,
-                            MachineEvent.HEARTBEAT_RESUMED,
+                            event,
                             ctx,
                             payload={"last_heartbeat_at": batch[node.id].at.isoformat()},
                         )

@@ -17,8 +17,10 @@ import os
 import secrets
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -198,3 +200,16 @@ class RevocationCache:
                     self._revoked = frozenset(revoked)
                     self._loaded_at = time.monotonic()
         return serial in self._revoked
+
+
+def seed_document(
+    settings: Settings, ca: CertificateAuthority, node_id: uuid.UUID, token: str
+) -> dict[str, Any]:
+    """The seed an agent starts from (docs/node-protocol.md)."""
+    return {
+        "version": 1,
+        "node_id": str(node_id),
+        "token": token,
+        "urls": node_urls(settings),
+        "ca": ca.root_pem,
+    }

@@ -13,7 +13,7 @@ from powernode.api.deps import Operator, Reader, SessionDep
 from powernode.db.crud import commit
 from powernode.fleet.nodes import get_node
 from powernode.pki import enrollment
-from powernode.pki.runtime import node_urls
+from powernode.pki.runtime import seed_document
 
 router = APIRouter(tags=["enrollment"])
 
@@ -56,13 +56,7 @@ async def create_bootstrap_token(
     ttl = dt.timedelta(seconds=settings.bootstrap_token_ttl_s)
     issued = await enrollment.issue_bootstrap_token(session, caller.ctx, row, ttl)
     await commit(session)
-    seed = {
-        "version": 1,
-        "node_id": str(row.id),
-        "token": issued.token,
-        "urls": node_urls(settings),
-        "ca": request.app.state.ca.root_pem,
-    }
+    seed = seed_document(settings, request.app.state.ca, row.id, issued.token)
     return BootstrapTokenOut(token=issued.token, expires_at=issued.expires_at, seed=seed)
 
 

@@ -6,9 +6,11 @@ node reads the same from GET, list and writes; `response_model` documents the sh
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
 from powernode.api.responses import json_response
@@ -16,6 +18,7 @@ from powernode.auth.roles import Permission
 from powernode.db.crud import commit
 from powernode.fleet import nodes
 from powernode.fleet.lifecycle import NODE_LIFECYCLE
+from powernode.fleet.models import Node
 from powernode.fleet.nodes import NodeCreate, NodeFilter, NodeOut, NodeUpdate, node_document
 from powernode.fleet.states import MachineEvent
 from powernode.schemas import ActionRequest, PageOut
@@ -37,10 +40,21 @@ async def list_nodes(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=NodeOut)
-async def create_node(session: SessionDep, caller: Operator, spec: NodeCreate) -> Response:
+async def create_node(
+    request: Request, session: SessionDep, caller: Operator, spec: NodeCreate
+) -> Response:
+    """Create a node; on a provider with a driver (local) it is provisioned at once."""
     node = await nodes.create_node(session, caller.ctx, spec)
     await commit(session)
+    if node.provider_account_id is not None:
+        await request.app.state.providers.node_created(node.id, caller.ctx)
+        node = await _reread(session, node.id)
     return json_response(node_document(node), status.HTTP_201_CREATED)
+
+
+async def _reread(session: AsyncSession, node_id: uuid.UUID) -> Node:
+    session.expire_all()
+    return await nodes.get_node(session, node_id)
 
 
 @router.get("/{node}", response_model=NodeOut)
@@ -70,15 +84,19 @@ async def delete_node(
 
 @router.post("/{node}/actions/{event}", response_model=NodeOut)
 async def node_action(
+    request: Request,
     session: SessionDep,
     caller: Operator,
     node: str,
     event: MachineEvent,
-    request: Annotated[ActionRequest | None, Body()] = None,
+    body: Annotated[ActionRequest | None, Body()] = None,
 ) -> Response:
     """Fire a lifecycle event. System events (ready, heartbeat_*) need an admin token."""
     if event in NODE_LIFECYCLE.system_events:
         caller.require(Permission.OVERRIDE)
-    row = await nodes.node_action(session, caller.ctx, node, event, request or ActionRequest())
+    row = await nodes.node_action(session, caller.ctx, node, event, body or ActionRequest())
     await commit(session)
+    if row.provider_account_id is not None:
+        await request.app.state.providers.node_changed(row.id, event, caller.ctx)
+        row = await _reread(session, row.id)
     return json_response(node_document(row))
