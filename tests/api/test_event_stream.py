@@ -129,9 +129,10 @@ async def test_a_bad_last_event_id_and_a_missing_token_are_refused(server: Runni
 async def test_two_serve_processes_both_stream_an_event_created_through_either(
     migrated_db_url: str, tmp_path: Path
 ) -> None:
+    env = {"POWERNODE_PKI_PASSPHRASE": "replicas-share-this-passphrase"}
     with (
-        running_server(tmp_path / "a", database_url=migrated_db_url) as a,
-        running_server(tmp_path / "b", database_url=migrated_db_url, token=a.token) as b,
+        running_server(tmp_path / "a", database_url=migrated_db_url, env=env) as a,
+        running_server(tmp_path / "b", database_url=migrated_db_url, token=a.token, env=env) as b,
     ):
         async with (
             open_stream(a, params={"kind": "node.created"}) as on_a,

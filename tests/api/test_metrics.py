@@ -159,3 +159,14 @@ async def test_job_runs_and_their_latest_duration_are_gauges(metered: Api, tmp_p
     }
     assert runs == {("reaper", "succeeded"): 2}
     assert set(by_label(families["powernode_job_last_run_duration_seconds"], "job")) == {"reaper"}
+
+
+async def test_heartbeat_intake_is_counted(metered: Api) -> None:
+    import uuid
+
+    beats = metered.app.state.heartbeats
+    for _ in range(3):
+        beats.record(uuid.uuid4(), "test", {})
+    families = await scrape(metered)
+    assert families["powernode_heartbeats_received"][0].value == 3
+    assert families["powernode_heartbeat_interval_seconds"][0].value == 10

@@ -339,3 +339,33 @@ async def test_reading_takes_a_constant_number_of_queries(
     assert document["snapshot"]["counts"]["nodes"] == 302
     assert document["snapshot"]["nodes"][100]["labels"]["env"] == "prod"
     assert await count_queries() == few
+
+
+async def test_issued_certificates_are_listed_with_their_revocation(
+    database: Database, key: SigningKey
+) -> None:
+    from powernode.pki.models import NodeCertificate
+
+    async with database.transaction() as session:
+        node = await create_node(session, ctx(), NodeCreate(name="certified"))
+        start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        for serial, revoked in (("a1", None), ("b2", start + dt.timedelta(hours=1))):
+            session.add(
+                NodeCertificate(
+                    serial=serial,
+                    node_id=node.id,
+                    fingerprint_sha256="f" * 64,
+                    not_before=start,
+                    not_after=start + dt.timedelta(days=1),
+                    issued_at=start,
+                    revoked_at=revoked,
+                    revocation_reason="key compromise" if revoked else None,
+                )
+            )
+    snap = (await snapshot_of(database, key))["snapshot"]
+    assert snap["counts"]["certificates"] == 2
+    by_serial = {c["serial"]: c for c in snap["certificates"]}
+    assert by_serial["a1"]["revoked"] is False
+    assert by_serial["b2"]["revoked"] is True
+    assert by_serial["b2"]["revocation_reason"] == "key compromise"
+    assert by_serial["a1"]["not_after"] == "2026-11-02T00:00:00.000000Z"

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute, Match, Mount
@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from powernode.clock import Clock
 from powernode.db.engine import Database
 from powernode.events.models import FleetEvent
+from powernode.fleet.heartbeats import HeartbeatBuffer
 from powernode.fleet.models import Node, NodeInstance, Task
 from powernode.fleet.states import MachineState, TaskState
 
@@ -88,8 +89,34 @@ async def metrics(request: Request) -> Response:
     clock: Clock = request.app.state.clock
     async with db.read_sessions() as session, session.begin():
         snapshot = await read_fleet(session, since=clock.now() - EVENTS_WINDOW)
-    body = generate_latest(_Scrape(registry, snapshot.families()))
+    families = snapshot.families()
+    beats = getattr(request.app.state, "heartbeats", None)
+    if beats is not None:
+        families += heartbeat_families(beats)
+    body = generate_latest(_Scrape(registry, families))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def heartbeat_families(beats: HeartbeatBuffer) -> list[Metric]:
+    """This process's heartbeat intake: beats received, batched flushes and rows they wrote."""
+    received = CounterMetricFamily(
+        "powernode_heartbeats_received", "Agent heartbeats received by this process."
+    )
+    received.add_metric([], beats.received)
+    flushes = CounterMetricFamily(
+        "powernode_heartbeat_flushes", "Coalesced heartbeat batches written by this process."
+    )
+    flushes.add_metric([], beats.flushes)
+    rows = CounterMetricFamily(
+        "powernode_heartbeat_rows_written",
+        "Node lease rows written by heartbeat flushes (at most one per node per flush).",
+    )
+    rows.add_metric([], beats.rows_written)
+    interval = GaugeMetricFamily(
+        "powernode_heartbeat_interval_seconds", "Heartbeat interval handed to agents now."
+    )
+    interval.add_metric([], beats.interval_s())
+    return [received, flushes, rows, interval]
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from powernode.errors import Invalid
 from powernode.events.log import EventContext, record_event
 from powernode.fleet.models import Node, NodeInstance, NodeLabel
 from powernode.modules.models import Module, ModuleVersion
+from powernode.pki.models import NodeCertificate
 from powernode.providers.models import ProviderAccount
 from powernode.templates.models import Template, TemplateModule
 
@@ -379,6 +380,33 @@ async def _api_tokens(session: AsyncSession) -> list[dict[str, Any]]:
     ]
 
 
+async def _certificates(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(
+            NodeCertificate.serial,
+            NodeCertificate.node_id,
+            NodeCertificate.fingerprint_sha256,
+            NodeCertificate.not_before,
+            NodeCertificate.not_after,
+            NodeCertificate.revoked_at,
+            NodeCertificate.revocation_reason,
+        ).order_by(NodeCertificate.node_id, NodeCertificate.issued_at)
+    )
+    return [
+        {
+            "serial": r.serial,
+            "node_id": str(r.node_id),
+            "fingerprint_sha256": r.fingerprint_sha256,
+            "not_before": _time(r.not_before),
+            "not_after": _time(r.not_after),
+            "revoked": r.revoked_at is not None,
+            "revoked_at": _time(r.revoked_at),
+            "revocation_reason": r.revocation_reason,
+        }
+        for r in rows
+    ]
+
+
 def _not_tracked(what: str, items_key: str) -> dict[str, Any]:
     return {"status": _NOT_TRACKED, "detail": f"{what} is not tracked yet", items_key: []}
 
@@ -393,7 +421,7 @@ async def build_snapshot(
     templates = await _templates(session)
     module_versions = await _module_versions(session)
     api_tokens = await _api_tokens(session)
-    certificates: list[dict[str, Any]] = []  # the PKI arrives later; the key stays
+    certificates = await _certificates(session)
     snapshot: dict[str, Any] = {
         "format": FORMAT,
         "generated_at": _time(generated_at),

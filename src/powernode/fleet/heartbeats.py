@@ -81,11 +81,13 @@ class HeartbeatBuffer:
         self.flush_interval_s = flush_interval_s
         self.pending: dict[uuid.UUID, Beat] = {}
         self.fleet_size = 0
+        self.received = 0
         self.flushes = 0
         self.rows_written = 0
         self._task: asyncio.Task[None] | None = None
 
     def record(self, node_id: uuid.UUID, agent_version: str, status: dict[str, Any]) -> None:
+        self.received += 1
         previous = self.pending.get(node_id)
         count = previous.count + 1 if previous else 1
         self.pending[node_id] = Beat(self.clock.now(), agent_version, status, count)

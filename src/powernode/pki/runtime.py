@@ -29,6 +29,7 @@ from powernode.db.engine import Database
 from powernode.errors import Invalid
 from powernode.pki import store
 from powernode.pki.ca import CertificateAuthority
+from powernode.pki.errors import PkiInvalid
 from powernode.pki.enrollment import revoked_serials
 from powernode.pki.models import CertificateAuthorityRow
 from powernode.settings import Settings
@@ -118,7 +119,13 @@ async def open_ca(
             store.ca_path(directory).rename(aside)
             log.warning("the local CA differs from the shared one; moved it to %s", aside)
         store.write_ca_files(directory, shared)
-    return await asyncio.to_thread(open_local_ca, settings, create=create)
+    try:
+        return await asyncio.to_thread(open_local_ca, settings, create=create)
+    except PkiInvalid as exc:
+        raise PkiInvalid(
+            f"cannot open the CA the database holds ({exc.detail}); every control-plane "
+            "replica needs the same POWERNODE_PKI_PASSPHRASE"
+        ) from exc
 
 
 def node_host(settings: Settings) -> str:
