@@ -11,13 +11,17 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from powernode.clock import Clock, SystemClock
 from powernode.events.models import FleetEvent, Severity
 from powernode.ids import new_id
 
-__all__ = ["EventContext", "Severity", "record_event"]
+__all__ = ["EventContext", "Severity", "event_values", "insert_events", "record_event"]
+
+PENDING_EVENT_IDS = "powernode_fleet_event_ids"
+"""Key in a connection's `info` under which Core writers leave the ids of uncommitted events."""
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,35 @@ async def record_event(
     )
     session.add(row)
     return row
+
+
+def event_values(
+    ctx: EventContext,
+    *,
+    kind: str,
+    subject_type: str,
+    subject_id: uuid.UUID | None,
+    severity: Severity = Severity.ROUTINE,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of one fleet event, for `insert_events`."""
+    return {
+        "id": new_id(),
+        "occurred_at": ctx.clock.now(),
+        "kind": kind,
+        "severity": str(severity),
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "actor": ctx.actor,
+        "correlation_id": ctx.correlation_id,
+        "causation_id": ctx.causation_id,
+        "payload": payload or {},
+    }
+
+
+async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Write events on a Core connection (hot paths that skip the ORM); they commit with the
+    connection's transaction, and the live stream hears of them at commit (events/stream.py)."""
+    await conn.execute(insert(FleetEvent), rows)
+    pending = conn.info.setdefault(PENDING_EVENT_IDS, [])
+    pending.extend(row["id"] for row in rows)

@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from powernode.db.engine import Database
+from powernode.events.log import PENDING_EVENT_IDS
 from powernode.events.models import FleetEvent
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,18 @@ def install_doorbell(db: Database, ring: Callable[[list[uuid.UUID]], None]) -> N
     def after_rollback(session: Session) -> None:
         session.info.pop("fleet_event_ids", None)
 
+    def on_connection_commit(conn: Any) -> None:
+        # Core writers (insert_events). Rung as the commit is issued: a read that races it only
+        # leaves the ids awaited, and the tailer polls quickly until it sees them.
+        ids = conn.info.pop(PENDING_EVENT_IDS, None)
+        if ids:
+            ring(ids)
+
+    def on_connection_rollback(conn: Any) -> None:
+        conn.info.pop(PENDING_EVENT_IDS, None)
+
+    event.listen(db.engine.sync_engine, "commit", on_connection_commit)
+    event.listen(db.engine.sync_engine, "rollback", on_connection_rollback)
     event.listen(db.session_class, "after_flush", after_flush)
     event.listen(db.session_class, "after_commit", after_commit)
     event.listen(db.session_class, "after_soft_rollback", lambda s, _t: after_rollback(s))

@@ -22,12 +22,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.db.engine import Database
 from powernode.errors import Conflict, NotFound
-from powernode.events.log import EventContext
+from powernode.events.log import EventContext, event_values, insert_events
 from powernode.events.stream import StreamedEvent
 from powernode.fleet.lifecycle import TASK_LIFECYCLE
 from powernode.fleet.models import Task
@@ -36,39 +36,86 @@ from powernode.fleet.tasks import TaskActionRequest, task_action
 
 HELD = (TaskState.LEASED, TaskState.RUNNING)
 
+# claim_next applies this row of the transition table directly; fail at import if it changes.
+_LEASE = next(
+    row
+    for row in TASK_LIFECYCLE.transitions
+    if row.source == TaskState.PENDING and row.event == TaskEvent.LEASE
+)
+if _LEASE.target != TaskState.LEASED or _LEASE.guard is not None:
+    raise RuntimeError("the task lease transition changed; update fleet/claims.py claim_next")
 
-def lease_document(task: Task, visibility_s: int) -> dict[str, Any]:
-    assert task.lease_expires_at is not None
-    return {
-        "id": str(task.id),
-        "kind": task.kind,
-        "payload": task.payload,
-        "epoch": task.fencing_epoch,
-        "attempt": task.attempts,
-        "lease_expires_at": task.lease_expires_at.isoformat(),
-        "visibility_timeout_s": visibility_s,
-    }
+
+_CLAIM = (
+    update(Task)
+    .where(
+        Task.id
+        == select(Task.id)
+        .where(Task.node_id == bindparam("node"), Task.state == TaskState.PENDING)
+        .order_by(Task.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery(),
+        Task.state == TaskState.PENDING,
+    )
+    .values(
+        state=_LEASE.target,
+        attempts=Task.attempts + 1,
+        fencing_epoch=Task.fencing_epoch + 1,
+        lease_holder=bindparam("holder"),
+        lease_expires_at=bindparam("expires"),
+        finished_at=None,
+        updated_at=bindparam("now"),
+        version=Task.version + 1,
+    )
+    .returning(Task.id, Task.kind, Task.payload, Task.fencing_epoch, Task.attempts)
+)
 
 
 async def claim_next(
     db: Database, ctx: EventContext, node_id: uuid.UUID, visibility_s: int
 ) -> dict[str, Any] | None:
-    """Lease the node's oldest pending task, or None when it has none."""
-    async with db.transaction() as session:
-        stmt = (
-            select(Task)
-            .where(Task.node_id == node_id, Task.state == TaskState.PENDING)
-            .order_by(Task.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        task = (await session.scalars(stmt)).first()
-        if task is None:
+    """Lease the node's oldest pending task, or None when it has none.
+
+    The hot path of every agent: one UPDATE ... RETURNING takes the row (the subquery picks it
+    with SKIP LOCKED on PostgreSQL) and applies exactly the `lease` row of the task lifecycle
+    (pending → leased, attempts + 1, epoch + 1, holder, expiry), and the `task.lease` event is
+    written beside it on the same Core connection, with no ORM session at all (and the
+    statement is built once). tests/fleet/test_claims.py checks that the outcome equals the
+    general `task_action` path.
+    """
+    now = ctx.clock.now()
+    expires = now + dt.timedelta(seconds=visibility_s)
+    params = {"node": node_id, "holder": ctx.actor, "expires": expires, "now": now}
+    async with db.engine.begin() as conn:
+        row = (await conn.execute(_CLAIM, params)).first()
+        if row is None:
             return None
-        claimed = await task_action(
-            session, ctx, task.id, TaskEvent.LEASE, TaskActionRequest(lease_seconds=visibility_s)
+        task_id, kind, payload, epoch, attempt = row
+        lease_event = event_values(
+            ctx,
+            kind=f"task.{TaskEvent.LEASE}",
+            subject_type="task",
+            subject_id=task_id,
+            severity=_LEASE.severity,
+            payload={
+                "from": str(TaskState.PENDING),
+                "to": str(TaskState.LEASED),
+                "attempt": attempt,
+                "epoch": epoch,
+                "holder": ctx.actor,
+            },
         )
-        return lease_document(claimed, visibility_s)
+        await insert_events(conn, [lease_event])
+    return {
+        "id": str(task_id),
+        "kind": kind,
+        "payload": payload,
+        "epoch": epoch,
+        "attempt": attempt,
+        "lease_expires_at": expires.isoformat(),
+        "visibility_timeout_s": visibility_s,
+    }
 
 
 async def _held(
