@@ -37,11 +37,27 @@ from powernode.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1000
+CHUNK = 200  # rows per statement: each chunk's parameter processing blocks the loop
 _BROUGHT_UP_BY_BEATS = {
     MachineState.UNREACHABLE: MachineEvent.HEARTBEAT_RESUMED,
     MachineState.PROVISIONING: MachineEvent.READY,
 }
+
+
+def _upsert(insert: Any) -> Any:
+    stmt = insert(NodeLease)
+    return stmt.on_conflict_do_update(
+        index_elements=[NodeLease.node_id],
+        set_={
+            "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
+            "agent_version": stmt.excluded.agent_version,
+            "status": stmt.excluded.status,
+            "beats": NodeLease.beats + stmt.excluded.beats,
+        },
+    )
+
+
+_UPSERT = {"postgresql": _upsert(pg_insert), "sqlite": _upsert(sqlite_insert)}
 
 
 def heartbeat_interval(settings: Settings, fleet_size: int) -> float:
@@ -138,7 +154,6 @@ class HeartbeatBuffer:
         self.rows_written += len(batch)
 
     async def _write(self, batch: dict[uuid.UUID, Beat]) -> None:
-        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
         ids = list(batch)
         async with self.db.transaction() as session:
             known: dict[uuid.UUID, str] = {}
@@ -157,18 +172,10 @@ class HeartbeatBuffer:
                 for node_id, beat in batch.items()
                 if node_id in known  # a node deleted meanwhile
             ]
+            stmt = _UPSERT[self.db.dialect]
             for start in range(0, len(values), CHUNK):
-                stmt = insert(NodeLease).values(values[start : start + CHUNK])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[NodeLease.node_id],
-                    set_={
-                        "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
-                        "agent_version": stmt.excluded.agent_version,
-                        "status": stmt.excluded.status,
-                        "beats": NodeLease.beats + stmt.excluded.beats,
-                    },
-                )
-                await session.execute(stmt)
+                # executemany of one cached statement: no per-flush compile of a huge VALUES
+                await session.execute(stmt, values[start : start + CHUNK])
             # Beats bring an unreachable node back, and a provisioning one (an agent that kept
             # its certificate across a stop/start) up.
             back = [i for i, state in known.items() if state in _BROUGHT_UP_BY_BEATS]

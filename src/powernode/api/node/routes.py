@@ -6,6 +6,7 @@ Thin routes: the work is in pki/enrollment.py, fleet/heartbeats.py and fleet/cla
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -92,6 +93,14 @@ class NodeCaller:
     ctx: EventContext
 
 
+@functools.lru_cache(maxsize=65536)
+def _identity(der: bytes) -> tuple[str, int]:
+    """(node id, serial) of a verified client certificate; cached, since an agent sends the
+    same certificate on every request of its kept-alive connection."""
+    cert = certificate_from_der(der)
+    return node_id_from_certificate(cert), cert.serial_number
+
+
 async def _node_caller(request: Request) -> NodeCaller:
     """The node a verified, unrevoked client certificate names."""
     der = peer_certificate(request.scope)
@@ -100,20 +109,18 @@ async def _node_caller(request: Request) -> NodeCaller:
             "this endpoint needs the node's client certificate: enroll first "
             "(POST /node/v1/enroll with a bootstrap token)"
         )
-    cert = certificate_from_der(der)
-    node_id = node_id_from_certificate(cert)
+    node_id, serial = _identity(der)
     request.state.actor = f"node:{node_id}"
-    if await request.app.state.revocations.is_revoked(cert.serial_number):
+    if await request.app.state.revocations.is_revoked(serial):
         raise Unauthorized(
-            f"certificate {cert.serial_number:x} is revoked; the node must re-enroll with a "
-            "new bootstrap token"
+            f"certificate {serial:x} is revoked; the node must re-enroll with a new bootstrap token"
         )
     ctx = EventContext(
         actor=f"node:{node_id}",
         correlation_id=getattr(request.state, "correlation_id", None) or new_id(),
         clock=request.app.state.clock,
     )
-    return NodeCaller(uuid.UUID(node_id), cert.serial_number, ctx)
+    return NodeCaller(uuid.UUID(node_id), serial, ctx)
 
 
 NodeDep = Annotated[NodeCaller, Depends(_node_caller)]
