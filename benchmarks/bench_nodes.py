@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import sys
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -120,7 +120,8 @@ class RawHttps:
         )
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        assert self.reader is not None and self.writer is not None
+        assert self.reader is not None
+        assert self.writer is not None
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -148,9 +149,10 @@ class RawHttps:
 async def heartbeats(url: str, *, nodes: int, interval_s: float, seconds: float) -> dict[str, Any]:
     await upgrade_async(url)
     env = {"POWERNODE_HEARTBEAT_INTERVAL_S": str(interval_s)}
-    with tempfile.TemporaryDirectory() as tmp, running_server(
-        Path(tmp) / "cp", database_url=url, env=env
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_server(Path(tmp) / "cp", database_url=url, env=env) as server,
+    ):
         db = Database(url)
         node_ids = await insert_nodes(db, nodes, "hb")
         await db.dispose()
@@ -182,7 +184,7 @@ async def heartbeats(url: str, *, nodes: int, interval_s: float, seconds: float)
         await asyncio.gather(*(beat(i, c) for i, c in enumerate(clients)))
         elapsed = max(loop.time() - max(started, begin), 1e-9)
         await asyncio.gather(*(c.close() for c in clients))
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = (await asyncio.to_thread(httpx.get, f"{server.url}/metrics")).text
     written = _metric(metrics, "powernode_heartbeat_rows_written_total")
     received = _metric(metrics, "powernode_heartbeats_received_total")
     latencies.sort()
@@ -202,7 +204,8 @@ async def heartbeats(url: str, *, nodes: int, interval_s: float, seconds: float)
         },
         "rows_written_per_heartbeat": round(written / received, 3) if received else None,
         "target": {"rate_per_s": HEARTBEAT_RATE_TARGET, "p99_ms": HEARTBEAT_P99_TARGET_MS},
-        "met": rate >= HEARTBEAT_RATE_TARGET * 0.98 and p99 <= HEARTBEAT_P99_TARGET_MS
+        "met": rate >= HEARTBEAT_RATE_TARGET * 0.98
+        and p99 <= HEARTBEAT_P99_TARGET_MS
         and errors == 0,
     }
 
@@ -288,9 +291,10 @@ async def claims(url: str, *, claimers: int, nodes: int, tasks: int) -> dict[str
 
 async def enroll(url: str, *, count: int) -> dict[str, Any]:
     await upgrade_async(url)
-    with tempfile.TemporaryDirectory() as tmp, running_server(
-        Path(tmp) / "cp", database_url=url
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_server(Path(tmp) / "cp", database_url=url) as server,
+    ):
         db = Database(url)
         node_ids = await insert_nodes(db, count, "enroll")
         await db.dispose()
@@ -311,8 +315,12 @@ async def enroll(url: str, *, count: int) -> dict[str, Any]:
 
         async def one(seed: dict[str, Any], csr: str) -> None:
             body = json.dumps(
-                {"token": seed["token"], "csr": csr, "identity": {"source": "bench"},
-                 "node_id": seed["node_id"]}
+                {
+                    "token": seed["token"],
+                    "csr": csr,
+                    "identity": {"source": "bench"},
+                    "node_id": seed["node_id"],
+                }
             ).encode()
             started = time.perf_counter()
             client = RawHttps("127.0.0.1", port, ctx)
@@ -350,16 +358,17 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def agent(url: str, *, runs: int) -> dict[str, Any]:
-    await upgrade_async(url)
+def agent(url: str, *, runs: int) -> dict[str, Any]:
+    asyncio.run(upgrade_async(url))
     agent_exe = str(Path(sys.executable).with_name("powernode-agent"))
     env = {"POWERNODE_HEARTBEAT_INTERVAL_S": "10"}
     fresh: list[float] = []
     restart: list[float] = []
     rss: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, running_server(
-        Path(tmp) / "cp", database_url=url, env=env
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_server(Path(tmp) / "cp", database_url=url, env=env) as server,
+    ):
         headers = {"Authorization": f"Bearer {server.token}"}
         with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers) as api:
             for run in range(runs):
@@ -374,9 +383,16 @@ async def agent(url: str, *, runs: int) -> dict[str, Any]:
                 for attempt, into in ((0, fresh), (1, restart)):
                     before = _beats(server)
                     started = time.perf_counter()
-                    proc = subprocess.Popen(  # noqa: S603
-                        [agent_exe, "--state-dir", str(state), "--seed", str(seed_path),
-                         "--sysfs-root", str(sysfs)],
+                    proc = subprocess.Popen(
+                        [
+                            agent_exe,
+                            "--state-dir",
+                            str(state),
+                            "--seed",
+                            str(seed_path),
+                            "--sysfs-root",
+                            str(sysfs),
+                        ],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
@@ -419,15 +435,16 @@ def main() -> None:
         with postgres_database(args.postgres_url) as url:
             if part == "heartbeats":
                 result = asyncio.run(
-                    heartbeats(url, nodes=args.nodes, interval_s=args.interval,
-                               seconds=args.seconds)
+                    heartbeats(
+                        url, nodes=args.nodes, interval_s=args.interval, seconds=args.seconds
+                    )
                 )
             elif part == "claims":
                 result = asyncio.run(claims(url, claimers=100, nodes=10, tasks=20_000))
             elif part == "enroll":
                 result = asyncio.run(enroll(url, count=args.enrollments))
             else:
-                result = asyncio.run(agent(url, runs=5))
+                result = agent(url, runs=5)
         report[part] = result
         print(json.dumps({part: result}), flush=True)
     print(json.dumps(report, indent=2))

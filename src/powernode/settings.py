@@ -92,7 +92,9 @@ class Settings(BaseSettings):
         default=4, ge=2, le=100, description="Missed intervals before a node is unreachable."
     )
     heartbeat_max_rate: float = Field(
-        default=1000.0, gt=0, description="Heartbeats/s the fleet may send; the interval "
+        default=1000.0,
+        gt=0,
+        description="Heartbeats/s the fleet may send; the interval "
         "handed out grows with fleet size to stay under it.",
     )
     task_visibility_timeout_s: int = Field(

@@ -5,7 +5,6 @@ between two `serve` processes on one PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -48,7 +47,9 @@ def wait_until(check: Callable[[], Any], within_s: float, what: str) -> Any:
         time.sleep(0.2)
 
 
-def seed_for(server: RunningServer, node: str, tmp_path: Path, urls: list[str] | None = None) -> Path:
+def seed_for(
+    server: RunningServer, node: str, tmp_path: Path, urls: list[str] | None = None
+) -> Path:
     with api(server) as http:
         http.post("/nodes", json={"name": node}).raise_for_status()
         seed = http.post(f"/nodes/{node}/bootstrap-tokens").json()["seed"]
@@ -162,14 +163,21 @@ def test_a_killed_agent_s_task_is_requeued_and_completed_exactly_once(
 def test_restarting_the_control_plane_mid_task_loses_nothing(
     migrated_db_url: str, tmp_path: Path
 ) -> None:
-    ports = {"port": free_port(), "node_port": free_port()}
+    port, node_port = free_port(), free_port()
     data = tmp_path / "cp"
-    with running_server(data, database_url=migrated_db_url, env=FAST, **ports) as server:
+    with running_server(
+        data, database_url=migrated_db_url, env=FAST, port=port, node_port=node_port
+    ) as server:
         seed = seed_for(server, "edge-3", tmp_path)
         token = server.token
     with agent_process(tmp_path / "agent", seed, tmp_path / "agent.log"):
         with running_server(
-            data, database_url=migrated_db_url, env=FAST, token=token, **ports
+            data,
+            database_url=migrated_db_url,
+            env=FAST,
+            token=token,
+            port=port,
+            node_port=node_port,
         ) as server:
             wait_until(lambda: node_state(server, "edge-3") == "running", 30, "running")
             with api(server) as http:
@@ -185,7 +193,12 @@ def test_restarting_the_control_plane_mid_task_loses_nothing(
         # The control plane is down while the task runs; it comes back on the same ports.
         time.sleep(1)
         with running_server(
-            data, database_url=migrated_db_url, env=FAST, token=token, **ports
+            data,
+            database_url=migrated_db_url,
+            env=FAST,
+            token=token,
+            port=port,
+            node_port=node_port,
         ) as server:
             done = wait_until(
                 lambda: (t := task(server, created["id"]))["state"] == "succeeded" and t,
@@ -217,9 +230,7 @@ def test_an_agent_fails_over_to_the_second_control_plane(
                     "/tasks",
                     json={"kind": "shell", "node": "edge-4", "payload": {"argv": ["true"]}},
                 ).json()
-            wait_until(
-                lambda: task(b, created["id"])["state"] == "succeeded", 30, "the task via b"
-            )
+            wait_until(lambda: task(b, created["id"])["state"] == "succeeded", 30, "the task via b")
             time.sleep(3)
             assert node_state(b, "edge-4") == "running"
             assert proc.poll() is None

@@ -298,7 +298,7 @@ def test_renewal_issues_a_new_certificate_and_revocation_locks_the_node_out(
     agent = new_agent(server, tmp_path, "rotating")
     assert agent.enroll().status_code == 201
     old_serial = x509.load_pem_x509_certificate(agent.cert_pem.encode()).serial_number
-    key, csr = make_csr()
+    _key, csr = make_csr()
     with agent.client() as http:
         renewed = http.post("/certificate", json={"csr": csr})
     assert renewed.status_code == 200, renewed.text

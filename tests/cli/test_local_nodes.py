@@ -42,13 +42,17 @@ def alive(pid: int) -> bool:
 
 
 def test_a_local_node_lives_through_stop_start_restart_and_terminate(tmp_path: Path) -> None:
-    ports = {"port": free_port(), "node_port": free_port()}
+    port, node_port = free_port(), free_port()
     data = tmp_path / "cp"
-    with running_server(data, env=FAST, **ports) as server:
+    with running_server(data, env=FAST, port=port, node_port=node_port) as server:
         cli = Cli.for_server(server)
         created = cli.json("node", "create", "web-1", "--provider", "local")
         assert created["state"] == "provisioning"
-        state = lambda: cli.json("node", "show", "web-1")["state"]  # noqa: E731
+
+        def state() -> str:
+            value: str = cli.json("node", "show", "web-1")["state"]
+            return value
+
         wait_until(lambda: state() == "running", 30, "the local node to run")
         node_dir = data / "nodes" / created["id"]
         assert (node_dir / "seed.json").stat().st_mode & 0o777 == 0o600
@@ -71,9 +75,8 @@ def test_a_local_node_lives_through_stop_start_restart_and_terminate(tmp_path: P
         token_ = server.token
     # The control plane goes away and comes back; the agent keeps running meanwhile.
     assert alive(pid)
-    with running_server(data, env=FAST, token=token_, **ports) as server:
+    with running_server(data, env=FAST, token=token_, port=port, node_port=node_port) as server:
         cli = Cli.for_server(server)
-        state = lambda: cli.json("node", "show", "web-1")["state"]  # noqa: E731
         time.sleep(5)  # several liveness runs: the node must not go unreachable
         assert state() == "running"
         assert alive(pid)

@@ -23,8 +23,8 @@ from powernode.worker.runner import Worker
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
-async def run_retention_job(db: Database, tmp_path: Path, **overrides: int) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=db.url, **overrides)
+async def run_retention_job(db: Database, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=db.url)
     worker = Worker(db, settings, FrozenClock(NOW), FileLockElection(tmp_path / "locks"))
     await worker.run_once(get_job("retention"))
 

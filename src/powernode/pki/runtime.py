@@ -29,8 +29,8 @@ from powernode.db.engine import Database
 from powernode.errors import Invalid
 from powernode.pki import store
 from powernode.pki.ca import CertificateAuthority
-from powernode.pki.errors import PkiInvalid
 from powernode.pki.enrollment import revoked_serials
+from powernode.pki.errors import PkiInvalid
 from powernode.pki.models import CertificateAuthorityRow
 from powernode.settings import Settings
 
