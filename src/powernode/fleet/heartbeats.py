@@ -145,15 +145,15 @@ class HeartbeatBuffer:
         if not batch:
             return
         try:
-            await self._write(batch)
+            written = await self._write(batch)
         except Exception:
             for node_id, beat in batch.items():  # newer beats win; nothing is lost
                 self.pending.setdefault(node_id, beat)
             raise
         self.flushes += 1
-        self.rows_written += len(batch)
+        self.rows_written += written
 
-    async def _write(self, batch: dict[uuid.UUID, Beat]) -> None:
+    async def _write(self, batch: dict[uuid.UUID, Beat]) -> int:
         ids = list(batch)
         async with self.db.transaction() as session:
             known: dict[uuid.UUID, str] = {}
@@ -194,3 +194,4 @@ class HeartbeatBuffer:
                             ctx,
                             payload={"last_heartbeat_at": batch[node.id].at.isoformat()},
                         )
+        return len(values)
