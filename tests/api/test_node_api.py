@@ -131,6 +131,7 @@ def test_a_node_enrolls_heartbeats_and_goes_running(server: RunningServer, tmp_p
     with operator(server) as api:
         node = api.get("/nodes/web-1").json()
     assert node["state"] == "running"
+    assert node["identity"] == {"source": "seed", "hostname": "test"}
     kinds = [e["kind"] for e in events(server, subject_id=agent.seed["node_id"])]
     assert "node.enrolled" in kinds
     assert kinds[-2:] == ["node.provision", "node.ready"]

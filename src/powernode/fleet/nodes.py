@@ -67,6 +67,9 @@ class NodeOut(BaseModel):
     region_id: uuid.UUID | None
     zone_id: uuid.UUID | None
     labels: dict[str, str]
+    identity: dict[str, Any] | None = Field(
+        default=None, description="The identity document the agent sent at enrollment."
+    )
     allowed_events: list[MachineEvent]
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -92,6 +95,7 @@ def node_document(node: Node | Row[Any], labels: dict[str, str] | None = None) -
         "region_id": node.region_id,
         "zone_id": node.zone_id,
         "labels": node.label_map if isinstance(node, Node) else (labels or {}),
+        "identity": node.identity,
         "allowed_events": _allowed_events(node.state),
         "created_at": node.created_at,
         "updated_at": node.updated_at,
