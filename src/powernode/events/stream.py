@@ -200,18 +200,27 @@ def install_doorbell(db: Database, ring: Callable[[list[uuid.UUID]], None]) -> N
     def after_rollback(session: Session) -> None:
         session.info.pop("fleet_event_ids", None)
 
+    def pending(conn: Any) -> list[uuid.UUID] | None:
+        # Never raise from a transaction hook: an invalidated connection refuses `info`.
+        try:
+            ids: list[uuid.UUID] | None = conn.info.pop(PENDING_EVENT_IDS, None)
+        except Exception:
+            return None
+        return ids
+
     def on_connection_commit(conn: Any) -> None:
         # Core writers (insert_events). Rung as the commit is issued: a read that races it only
         # leaves the ids awaited, and the tailer polls quickly until it sees them.
-        ids = conn.info.pop(PENDING_EVENT_IDS, None)
+        ids = pending(conn)
         if ids:
             ring(ids)
 
-    def on_connection_rollback(conn: Any) -> None:
-        conn.info.pop(PENDING_EVENT_IDS, None)
+    def on_pool_reset(_dbapi: Any, record: Any, _state: Any) -> None:
+        # A connection back in the pool: forget ids of a transaction that rolled back.
+        record.info.pop(PENDING_EVENT_IDS, None)
 
     event.listen(db.engine.sync_engine, "commit", on_connection_commit)
-    event.listen(db.engine.sync_engine, "rollback", on_connection_rollback)
+    event.listen(db.engine.sync_engine.pool, "reset", on_pool_reset)
     event.listen(db.session_class, "after_flush", after_flush)
     event.listen(db.session_class, "after_commit", after_commit)
     event.listen(db.session_class, "after_soft_rollback", lambda s, _t: after_rollback(s))
