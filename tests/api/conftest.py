@@ -58,7 +58,8 @@ class Api:
 async def api(migrated_db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     clock = FrozenClock(START)
     app = create_app(
-        Settings(data_dir=tmp_path / "data", database_url=migrated_db_url), clock=clock
+        Settings(data_dir=tmp_path / "data", database_url=migrated_db_url, worker_in_serve=False),
+        clock=clock,
     )
     async with app.router.lifespan_context(app):
         db: Database = app.state.db

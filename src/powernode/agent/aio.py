@@ -34,7 +34,8 @@ async def until_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep `seconds`; True if it slept the whole time, False if `stop` was set first."""
     try:
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+        async with asyncio.timeout(max(0.0, seconds)):  # not wait_for: it can swallow cancels
+            await stop.wait()
     except TimeoutError:
         return True
     return False

@@ -185,7 +185,8 @@ class Agent:
             wait_s = min((renew_at - _now()).total_seconds(), MAX_SLEEP_S)
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(session.rejected.wait(), timeout=wait_s)
+                    async with asyncio.timeout(wait_s):  # not wait_for: it can swallow cancels
+                        await session.rejected.wait()
                 continue
             try:
                 renewed = await self._enroller.renew(session.client, session.credentials)

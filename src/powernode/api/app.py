@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,18 +29,12 @@ from powernode.api.routes import (
     templates,
     tokens,
 )
+from powernode.api.runtime import FleetRuntime
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
-from powernode.events.stream import EventBroker
-from powernode.fleet.claims import TaskWaiters
-from powernode.fleet.heartbeats import HeartbeatBuffer
 from powernode.modules.store import ContentStore
-from powernode.pki.runtime import RevocationCache, open_ca
-from powernode.providers.runtime import ProviderRuntime
 from powernode.settings import Settings
-from powernode.worker.leader import election_for
-from powernode.worker.runner import Worker
 
 API_PREFIX = "/api/v1"
 
@@ -52,26 +45,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
-        app.state.broker = EventBroker(app.state.db)
-        await app.state.broker.start()
-        await _start_node_side(app, settings)
-        jobs = []
-        if settings.runs_jobs_in_serve:
-            worker = Worker(
-                app.state.db,
-                settings,
-                app.state.clock,
-                election_for(settings.effective_database_url, settings.data_dir),
-            )
-            jobs.append(asyncio.create_task(worker.run_forever(), name="embedded-worker"))
+        runtime = FleetRuntime(app, settings)
+        await runtime.start_when_ready()
         try:
             yield
         finally:
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
-            await app.state.heartbeats.stop()
-            await app.state.broker.stop()
+            await runtime.stop()
             await app.state.db.dispose()
 
     app = FastAPI(
@@ -88,6 +67,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.state.clock = clock or SystemClock()
     app.state.store = ContentStore(settings.data_dir / "content")
     app.state.node_app = create_node_app()
+    app.state.providers = None
     app.add_middleware(CorrelationMiddleware)
     metrics.install(app)
     problems.install(app)
@@ -142,22 +122,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         )
 
     return app
-
-
-async def _start_node_side(app: FastAPI, settings: Settings) -> None:
-    """The state the node API shares with the operator API: the CA, heartbeats, task waiters."""
-    state = app.state
-    state.ca = await open_ca(state.db, settings, create=True)
-    state.heartbeats = HeartbeatBuffer(state.db, state.clock, settings)
-    await state.heartbeats.start()
-    state.task_waiters = TaskWaiters()
-    state.broker.listeners.append(state.task_waiters.on_events)
-    state.revocations = RevocationCache(state.db)
-    state.providers = ProviderRuntime(state.db, settings, state.ca, state.revocations)
-    node_state = state.node_app.state
-    for name in ("db", "clock", "ca", "heartbeats", "task_waiters", "revocations", "broker"):
-        setattr(node_state, name, getattr(state, name))
-    node_state.settings = settings
 
 
 def _mount_docs(app: FastAPI) -> None:

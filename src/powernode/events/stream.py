@@ -175,8 +175,11 @@ class Subscription:
         self.queue.put_nowait(batch)
 
     async def next_batch(self, wait_s: float) -> list[StreamedEvent] | None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the inner wait completes, and a task that ignores cancel hangs shutdown.
         try:
-            batch = await asyncio.wait_for(self.queue.get(), wait_s)
+            async with asyncio.timeout(wait_s):
+                batch = await self.queue.get()
         except TimeoutError:
             return None
         self.held -= len(batch)
@@ -292,7 +295,8 @@ class EventBroker:
         while True:
             timeout = self.pending_poll_s if self._awaiting else self.poll_interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._bell.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see Subscription
+                    await self._bell.wait()
             self._bell.clear()
             try:
                 await self._read_new()

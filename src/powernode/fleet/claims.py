@@ -202,7 +202,8 @@ class TaskWaiters:
         self._waiting[node_id] = self._waiting.get(node_id, 0) + 1
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), seconds)
+                async with asyncio.timeout(seconds):  # not wait_for: it can swallow cancels
+                    await event.wait()
         finally:
             self._waiting[node_id] -= 1
             if self._waiting[node_id] == 0:

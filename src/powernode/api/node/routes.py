@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from powernode.api.node.tls import peer_certificate
+from powernode.api.runtime import require_runtime
 from powernode.errors import PowernodeError, Unauthorized
 from powernode.events.log import EventContext, Severity, record_event
 from powernode.fleet import claims
@@ -25,7 +26,7 @@ from powernode.pki.identity import certificate_from_der, node_id_from_certificat
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/node/v1", tags=["node"])
+router = APIRouter(prefix="/node/v1", tags=["node"], dependencies=[Depends(require_runtime)])
 
 MAX_PEM = 16 * 1024
 

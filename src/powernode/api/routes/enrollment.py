@@ -6,16 +6,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 
 from powernode.api.deps import Operator, Reader, SessionDep
+from powernode.api.runtime import require_runtime
 from powernode.db.crud import commit
 from powernode.fleet.nodes import get_node
 from powernode.pki import enrollment
 from powernode.pki.runtime import seed_document
 
-router = APIRouter(tags=["enrollment"])
+router = APIRouter(tags=["enrollment"], dependencies=[Depends(require_runtime)])
 
 
 class BootstrapTokenOut(BaseModel):

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from powernode.api.deps import Cursor, Limit, Reader, SessionDep
+from powernode.api.runtime import require_runtime
 from powernode.events.models import Severity
 from powernode.events.query import EventFilter, EventOut, event_chain, list_events
 from powernode.events.stream import EventBroker, StreamFilter, sse_frames
@@ -64,6 +65,7 @@ async def stream(
     """Live fleet events as Server-Sent Events (`id:` is the event id, `data:` the event as in
     `GET /events`). A client that reconnects with `Last-Event-ID` (or `?last_event_id=`) gets
     every event after that one; without it the stream starts now. Filters as in `GET /events`."""
+    require_runtime(request)
     # The stream can last hours: give the request's pooled connection back now.
     await session.close()
     broker: EventBroker = request.app.state.broker

@@ -46,7 +46,7 @@ async def create_node(
     """Create a node; on a provider with a driver (local) it is provisioned at once."""
     node = await nodes.create_node(session, caller.ctx, spec)
     await commit(session)
-    if node.provider_account_id is not None:
+    if node.provider_account_id is not None and request.app.state.providers is not None:
         await request.app.state.providers.node_created(node.id, caller.ctx)
         node = await _reread(session, node.id)
     return json_response(node_document(node), status.HTTP_201_CREATED)
@@ -96,7 +96,7 @@ async def node_action(
         caller.require(Permission.OVERRIDE)
     row = await nodes.node_action(session, caller.ctx, node, event, body or ActionRequest())
     await commit(session)
-    if row.provider_account_id is not None:
+    if row.provider_account_id is not None and request.app.state.providers is not None:
         await request.app.state.providers.node_changed(row.id, event, caller.ctx)
         row = await _reread(session, row.id)
     return json_response(node_document(row))
