@@ -1,0 +1,1 @@
+"""Tests of the module supply chain: artifacts, signatures and trust."""
