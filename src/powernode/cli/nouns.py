@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from powernode.cli import (
+    artifacts,
     compliance,
     events,
     instances,
@@ -26,6 +27,7 @@ NOUNS: tuple[tuple[typer.Typer, str, tuple[str, ...]], ...] = (
     (tokens.app, "token", ("tokens",)),
     (events.app, "events", ("event",)),
     (compliance.app, "compliance", ()),
+    (artifacts.app, "artifact", ("artifacts",)),
 )
 
 

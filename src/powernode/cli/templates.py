@@ -9,11 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.client import CliError
-from powernode.cli.common import LimitOption, OutputOption, VersionOption, state
+from powernode.cli.client import ApiClient, CliError
+from powernode.cli.common import CliState, LimitOption, OutputOption, VersionOption, state
 from powernode.cli.output import OutputFormat, emit, stdout
 from powernode.cli.params import invalid
 from powernode.errors import Category
+from powernode.modules.entries import FILE, Entry
+from powernode.modules.store import ContentStore
 
 app = typer.Typer(help="Templates: named, ordered stacks of modules.", no_args_is_help=True)
 
@@ -141,27 +143,31 @@ def compose(
     out: Annotated[Path, typer.Option("--out", help="A new or empty directory.")],
 ) -> None:
     """Materialize the composed tree into OUT (hard links from the content store)."""
-    from powernode.modules.entries import FILE, Entry
     from powernode.modules.materialize import materialize
-    from powernode.modules.store import ContentStore
 
     cli = state(ctx)
     client = cli.client()
     manifest = client.get(f"/templates/{template}/manifest")
     entries = [Entry(**doc) for doc in manifest["entries"]]
-    store = ContentStore(_local_content_dir(cli.settings().data_dir))
-    for digest in store.missing(e.sha256 for e in entries if e.type == FILE and e.sha256):
-        # Not on this machine (the server is elsewhere): fetch into the local store.
-        with tempfile.TemporaryFile() as spool:
-            client.download(f"/blobs/{digest}", spool)
-            spool.seek(0)
-            store.put_stream(spool, expected=digest)
+    store = fetch_blobs(cli, client, entries)
     done = materialize(entries, store, out)
     stdout.print(
         f"composed {template} into {out}: {done.files_linked} files linked, "
         f"{done.files_copied} copied, {done.directories} directories, {done.symlinks} symlinks"
         + ("" if done.ownership_applied else " (ownership not applied: not running as root)")
     )
+
+
+def fetch_blobs(cli: CliState, client: ApiClient, entries: list[Entry]) -> ContentStore:
+    """A content store holding every file of `entries`: the server's own when it is on this
+    machine, else a local cache filled from `/blobs`."""
+    store = ContentStore(_local_content_dir(cli.settings().data_dir))
+    for digest in store.missing(e.sha256 for e in entries if e.type == FILE and e.sha256):
+        with tempfile.TemporaryFile() as spool:
+            client.download(f"/blobs/{digest}", spool)
+            spool.seek(0)
+            store.put_stream(spool, expected=digest)
+    return store
 
 
 def _local_content_dir(data_dir: Path) -> Path:

@@ -1,0 +1,217 @@
+"""`powernode artifact ...`: module versions as signed OCI artifacts.
+
+`build` and `sign` work on an OCI image layout (a directory); `push` and `pull` move layouts to
+and from any OCI Distribution registry; `verify` applies a trust policy to a layout
+(`oci:DIR[:TAG]`) or a registry reference. The artifact is built from what the control plane
+stores and is reproducible: the same module version gives the same digest on any machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from powernode.cli.common import state
+from powernode.cli.output import stdout
+from powernode.errors import Invalid
+
+app = typer.Typer(help="Module versions as signed OCI artifacts.", no_args_is_help=True)
+
+LayoutOption = Annotated[Path, typer.Option("--layout", help="OCI image layout directory.")]
+InsecureOption = Annotated[
+    bool, typer.Option(help="Plain HTTP to the registry (tests and local registries only).")
+]
+
+
+def _split(module: str) -> tuple[str, str]:
+    name, sep, version = module.partition("@")
+    if not sep or not name or not version:
+        raise Invalid(f"{module!r} is not NAME@VERSION")
+    return name, version
+
+
+def _credentials() -> Any:
+    """Registry credentials from POWERNODE_REGISTRY_USERNAME / _PASSWORD, if set."""
+    from powernode.artifacts.registry import Credentials
+
+    user = os.environ.get("POWERNODE_REGISTRY_USERNAME")
+    password = os.environ.get("POWERNODE_REGISTRY_PASSWORD")
+    return Credentials(user, password) if user and password else None
+
+
+def build_into(ctx: typer.Context, module: str, layout: Path) -> tuple[str, str]:
+    """Build NAME@VERSION into `layout`; returns (manifest digest, tag)."""
+    from powernode.artifacts.package import build_module_artifact, version_tag
+    from powernode.cli.templates import fetch_blobs
+    from powernode.modules.entries import Entry
+    from powernode.modules.store import ContentStore
+
+    name, version = _split(module)
+    cli = state(ctx)
+    client = cli.client()
+    meta = client.get(f"/modules/{name}/versions/{version}")
+    entries = [Entry(**doc) for doc in client.get(f"/modules/{name}/versions/{version}/entries")]
+    store: ContentStore = fetch_blobs(cli, client, entries)
+    created = dt.datetime.fromisoformat(meta["created_at"].replace("Z", "+00:00"))
+    with build_module_artifact(
+        name=name,
+        version=version,
+        spec=meta["spec"],
+        entries=entries,
+        open_blob=store.open,
+        created=created,
+    ) as artifact:
+        tag = version_tag(version)
+        descriptor = artifact.write_layout(layout, tag=tag)
+    return descriptor.digest, tag
+
+
+@app.command()
+def build(ctx: typer.Context, module: str, layout: LayoutOption) -> None:
+    """Write NAME@VERSION as an OCI artifact into an OCI image layout (tagged VERSION)."""
+    digest, tag = build_into(ctx, module, layout)
+    stdout.print(f"{module} → {layout}:{tag} {digest}")
+
+
+@app.command()
+def sign(
+    ctx: typer.Context,
+    module: str,
+    key: Annotated[Path, typer.Option(help="Publisher private key (PKCS#8 PEM, ECDSA P-256).")],
+    layout: LayoutOption,
+    reference: Annotated[
+        str | None, typer.Option(help="The repository the signature names (docker-reference).")
+    ] = None,
+) -> None:
+    """Sign NAME@VERSION (built into the layout first if missing) with a publisher key: the
+    signature is added both as the `sha256-<digest>.sig` tag and as a referrer."""
+    from powernode.artifacts.layout import OciLayout
+    from powernode.artifacts.package import version_tag
+    from powernode.artifacts.signing import KeySigner, sign_manifest
+
+    name, version = _split(module)
+    tag = version_tag(version)
+    try:
+        subject = OciLayout.open(layout).resolve(tag)
+    except Exception:
+        build_into(ctx, module, layout)
+        subject = OciLayout.open(layout).resolve(tag)
+    password = os.environ.get("POWERNODE_SIGNING_KEY_PASSWORD")
+    signer = KeySigner.from_pem(key.read_bytes(), password.encode() if password else None)
+    bundle = sign_manifest(subject.digest, reference or name, signer, now=dt.datetime.now(dt.UTC))
+    target = OciLayout.open(layout)
+    for artifact in (bundle.tag_artifact(), bundle.referrer_artifact(subject)):
+        for blob in artifact.blobs.values():
+            target.put_blob_bytes(blob)
+        target.add_manifest(
+            artifact.manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+            tag=artifact.tag,
+        )
+    stdout.print(f"signed {module} ({subject.digest}) in {layout}")
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    module: str,
+    reference: str,
+    layout: Annotated[
+        Path | None, typer.Option("--layout", help="Push this layout (default: build one).")
+    ] = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Push NAME@VERSION (and the signatures in its layout) to REGISTRY/REPO[:TAG]."""
+    from powernode.artifacts.registry import push_layout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = layout or Path(tmp) / "layout"
+        if layout is None:
+            build_into(ctx, module, source)
+        result = push_layout(source, reference, credentials=_credentials(), insecure=insecure)
+    stdout.print(f"pushed {module} to {reference}: {result}")
+
+
+@app.command()
+def pull(reference: str, layout: LayoutOption, insecure: InsecureOption = False) -> None:
+    """Pull REGISTRY/REPO:TAG (with its signatures) into an OCI layout, verifying every digest."""
+    from powernode.artifacts.registry import pull as pull_ref
+
+    descriptor = pull_ref(reference, layout, credentials=_credentials(), insecure=insecure)
+    stdout.print(f"pulled {reference} → {layout} {descriptor.digest}")
+
+
+@app.command()
+def verify(
+    reference: str,
+    key: Annotated[
+        list[Path] | None, typer.Option(help="A trusted public key (PEM); repeatable.")
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="Signer identity regexp (whole-string match).")
+    ] = None,
+    issuer: Annotated[str | None, typer.Option(help="Issuer regexp (whole-string match).")] = None,
+    root: Annotated[
+        list[Path] | None, typer.Option(help="Trusted signing root certificate (PEM).")
+    ] = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Verify the signatures of `oci:DIR[:TAG]` or REGISTRY/REPO:TAG against a trust policy;
+    exits non-zero, with every reason, unless a signature satisfies it."""
+    from cryptography import x509
+
+    from powernode.artifacts.layout import OciLayout
+    from powernode.artifacts.registry import pull as pull_ref
+    from powernode.artifacts.trust import TrustPolicy, verify_module
+
+    if (identity is None) != (issuer is None):
+        raise Invalid("--identity and --issuer go together")
+    policy = TrustPolicy(
+        identities=[(identity, issuer)] if identity and issuer else [],
+        public_keys=[p.read_text() for p in key or []],
+    )
+    roots = [x509.load_pem_x509_certificate(p.read_bytes()) for p in root or []]
+    with tempfile.TemporaryDirectory() as tmp:
+        if reference.startswith("oci:"):
+            directory, _, tag = reference[4:].partition(":")
+            layout = OciLayout.open(Path(directory))
+            subject = layout.resolve(tag) if tag else layout.manifests()[0]
+        else:
+            subject = pull_ref(reference, Path(tmp), credentials=_credentials(), insecure=insecure)
+            layout = OciLayout.open(Path(tmp))
+        signatures = _signatures(layout, subject.digest)
+        decision = verify_module(
+            policy, subject.digest, signatures, trusted_roots=roots, now=dt.datetime.now(dt.UTC)
+        )
+    if not decision.allowed:
+        reasons = "; ".join(decision.reasons) or "no signature found"
+        raise Invalid(f"{reference} ({subject.digest}) is not trusted: {reasons}")
+    stdout.print(f"verified {reference} ({subject.digest}): signed by {decision.signer}")
+
+
+def _signatures(layout: Any, digest: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    """Every signature manifest in the layout for `digest` (tag flavour and referrers)."""
+    import json
+
+    from powernode.artifacts.signing import signature_tag
+
+    found = []
+    for descriptor in layout.manifests():
+        raw = layout.read_blob(descriptor.digest)
+        doc = json.loads(raw)
+        subject = (doc.get("subject") or {}).get("digest")
+        tagged = descriptor.annotations.get("org.opencontainers.image.ref.name")
+        if subject != digest and tagged != signature_tag(digest):
+            continue
+        blobs = {
+            d["digest"]: layout.read_blob(d["digest"])
+            for d in [doc.get("config", {}), *doc.get("layers", [])]
+            if d.get("digest")
+        }
+        found.append((raw, blobs))
+    return found
