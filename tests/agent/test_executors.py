@@ -42,15 +42,23 @@ def _dead(pid: int) -> bool:
 
 def test_every_kind_module_is_registered() -> None:
     """Each executor module registers its kind by declaration, with a summary."""
-    assert set(REGISTRY) == {"drain", "noop", "reboot", "shell", "shutdown", "write_file"}
+    assert set(REGISTRY) == {
+        "apply_modules",
+        "drain",
+        "noop",
+        "reboot",
+        "shell",
+        "shutdown",
+        "write_file",
+    }
     assert all(executor.summary for executor in REGISTRY.values())
 
 
 async def test_unknown_kind_fails_naming_the_known_ones() -> None:
     """A kind the agent has no executor for fails the task with a clear error."""
-    outcome = await run("apply_modules", {"modules": []})
+    outcome = await run("teleport", {"to": "mars"})
     assert outcome.outcome == "failed"
-    assert "unknown task kind 'apply_modules'" in outcome.result["error"]
+    assert "unknown task kind 'teleport'" in outcome.result["error"]
     assert "shell" in outcome.result["error"]
 
 

@@ -89,11 +89,11 @@ async def test_unknown_kind_completes_as_failed(
     node_api: FakeNodeApi, tmp_path: Path, write_seed: SeedWriter
 ) -> None:
     """A task kind the agent does not know is reported failed with a clear error."""
-    node_api.add_task("apply_modules", {"modules": [{"name": "m", "version": "1"}]})
+    node_api.add_task("teleport", {"to": "mars"})
     assert await make_agent(tmp_path, write_seed(node_api.seed(TOKEN)), once=True).run() == 0
     (done,) = node_api.state.completions
     assert done["outcome"] == "failed"
-    assert "unknown task kind 'apply_modules'" in done["result"]["error"]
+    assert "unknown task kind 'teleport'" in done["result"]["error"]
 
 
 async def test_a_stale_epoch_at_completion_drops_the_result(

@@ -119,6 +119,7 @@ class Agent:
             power=self.config.power,
             lease_wait_s=self.config.lease_wait_s,
             grace_s=self.config.shutdown_grace_s,
+            state_dir=self.config.state_dir,
         )
         async with session.client:
             if self.config.once:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 from powernode.agent.aio import Stopped, sleep_unless_stopped, until_stopped
@@ -53,7 +54,9 @@ class Worker:
         power: PowerSettings,
         lease_wait_s: int,
         grace_s: float,
+        state_dir: Path | None = None,
     ) -> None:
+        self._state_dir = state_dir
         self._session = session
         self._executors = executors
         self.control = control
@@ -105,7 +108,9 @@ class Worker:
     async def _run(self, lease: Lease) -> None:
         fields = {"task_id": lease.id, "kind": lease.kind, "epoch": lease.epoch}
         log.info("task leased", extra={**fields, "attempt": lease.attempt})
-        context = TaskContext(lease.id, lease.kind, lease.attempt, self.control, self._power)
+        context = TaskContext(
+            lease.id, lease.kind, lease.attempt, self.control, self._power, self._state_dir
+        )
         work = asyncio.create_task(execute(self._executors, lease.kind, lease.payload, context))
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(lease, work, lost))

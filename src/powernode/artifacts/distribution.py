@@ -19,6 +19,7 @@ Contracts:
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +71,7 @@ class DistributionClient:
         credentials: Mapping[str, Credentials] | None = None,
         chunk_size: int | None = None,
         timeout: float = 300.0,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
     ) -> None:
         # identity: a blob's bytes must arrive as stored, or its digest cannot be checked
         headers = {"Accept-Encoding": "identity", "User-Agent": f"powernode/{__version__}"}

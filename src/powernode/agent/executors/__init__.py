@@ -19,6 +19,7 @@ import logging
 import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, cast
 
@@ -75,6 +76,8 @@ class TaskContext:
     attempt: int
     control: AgentControl
     power: PowerSettings = field(default_factory=PowerSettings)
+    state_dir: Path | None = None
+    """The agent's state directory (apply_modules keeps its generations under it)."""
     after_complete: list[AfterComplete] = field(default_factory=list)
     """Actions the runner runs once the completion has been posted (a reboot, say)."""
 

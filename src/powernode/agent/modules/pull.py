@@ -1,0 +1,151 @@
+"""Fetch a module artifact and its signatures into a staging OCI layout under the state dir.
+
+Sources:
+- a registry reference (`host[:port]/repo[:tag][@digest]`, `http://` for plain HTTP): pulled
+  with `RegistryClient` (every blob and manifest checked against its digest while it streams),
+  with its referrers and, for cosign's tag flavour, the `sha256-<hex>.sig` tag. A registry that
+  is the control plane (its host:port is one of the seed's URLs) is reached with the node's
+  mutual TLS credentials; any other with the system's trust store.
+- `oci:DIR[:TAG]`, an OCI layout on the node (preloaded, air-gapped): the manifest (by TAG, else
+  by the desired digest), its blobs and its signature manifests are copied, each checked
+  against its digest, so later changes to DIR cannot affect what is verified.
+
+Nothing is trusted here: `verify` decides. The staging layout is the only thing written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from powernode.agent import tls
+from powernode.agent.modules.errors import FetchFailed, Rejected
+from powernode.agent.modules.request import ModuleRequest
+from powernode.agent.state import StateDir
+from powernode.artifacts.layout import OciLayout
+from powernode.artifacts.oci import manifest_children, parse_manifest
+from powernode.artifacts.reference import parse_reference
+from powernode.artifacts.registry import RegistryClient
+from powernode.artifacts.signing import signature_tag
+from powernode.artifacts.transport import DigestMismatch
+from powernode.errors import Invalid, NotFound, PowernodeError
+
+LAYOUT_PREFIX = "oci:"
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    """The node's mutual TLS client context, and the control plane's host:port it is for."""
+
+    hosts: frozenset[str]
+    context: ssl.SSLContext
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A staged artifact: the layout holding it and the manifest digest the source gave."""
+
+    layout: OciLayout
+    digest: str
+    source: str
+
+
+def node_tls(state_dir: Path) -> NodeTls | None:
+    """The node's client context for the control plane's registry; None before enrollment."""
+    credentials = StateDir(state_dir).credentials()
+    if credentials is None:
+        return None
+    context = tls.mutual_context(
+        credentials.ca_pem,
+        credentials.cert_pem,
+        credentials.chain_pem,
+        credentials.key_path,
+        scratch=state_dir,
+    )
+    hosts = frozenset(urlsplit(url).netloc for url in credentials.seed.urls)
+    return NodeTls(hosts, context)
+
+
+async def pull_module(
+    module: ModuleRequest, dest: Path, *, insecure: bool = False, node: NodeTls | None = None
+) -> Pulled:
+    """Stage `module`'s artifact and signatures in a new layout at `dest`."""
+    try:
+        if module.reference.startswith(LAYOUT_PREFIX):
+            return _copy_from_layout(module, dest)
+        return await _pull_from_registry(module, dest, insecure, node)
+    except DigestMismatch as exc:
+        cause = f"{module.reference} is damaged or altered: {exc.detail}"
+        raise Rejected(module.name, cause) from exc
+    except PowernodeError as exc:
+        raise FetchFailed(module.name, f"cannot fetch {module.reference}: {exc.detail}") from exc
+    except OSError as exc:
+        raise FetchFailed(module.name, f"cannot stage {module.reference}: {exc}") from exc
+
+
+async def _pull_from_registry(
+    module: ModuleRequest, dest: Path, insecure: bool, node: NodeTls | None
+) -> Pulled:
+    ref = parse_reference(module.reference, insecure=insecure)
+    verify: bool | ssl.SSLContext = True
+    if node is not None and ref.registry in node.hosts and not ref.insecure:
+        verify = node.context
+    async with _client(verify) as client:
+        listed = await client.pull(ref, dest, referrers=True)
+        sig_ref = ref.with_tag(signature_tag(listed.digest))
+        with contextlib.suppress(NotFound):  # no cosign tag flavour: referrers may hold them
+            await client.pull(sig_ref, dest, referrers=False)
+    return Pulled(OciLayout.open(dest), listed.digest, str(ref))
+
+
+def _client(verify: bool | ssl.SSLContext) -> RegistryClient:
+    # httpx takes an SSLContext for `verify` (its way to present a client certificate);
+    # RegistryClient's annotation says `bool | str` until its owner widens it.
+    return RegistryClient(verify=verify)
+
+
+def _copy_from_layout(module: ModuleRequest, dest: Path) -> Pulled:
+    directory, _, tag = module.reference[len(LAYOUT_PREFIX) :].partition(":")
+    source = OciLayout.open(Path(directory))
+    root = source.resolve(tag or module.digest)
+    target = OciLayout.create(dest)
+    manifest = _copy_manifest(source, target, root.digest)
+    target.add_manifest(
+        manifest, root.media_type, tag=tag or None, artifact_type=root.artifact_type
+    )
+    sig_tag = signature_tag(root.digest)
+    for desc in source.manifests():
+        tagged = desc.annotations.get("org.opencontainers.image.ref.name")
+        if desc.digest == root.digest or (tagged is not None and tagged != sig_tag):
+            continue
+        data = source.read_blob(desc.digest)
+        subject = parse_manifest(data, where=f"manifest {desc.digest}").get("subject")
+        is_referrer = isinstance(subject, dict) and subject.get("digest") == root.digest
+        if tagged != sig_tag and not is_referrer:
+            continue
+        _copy_manifest(source, target, desc.digest)
+        target.add_manifest(data, desc.media_type, tag=tagged, artifact_type=desc.artifact_type)
+    return Pulled(target, root.digest, module.reference)
+
+
+def _copy_manifest(source: OciLayout, target: OciLayout, digest: str) -> bytes:
+    """Copy a manifest and its blobs, each checked against its digest; the manifest's bytes."""
+    where = f"manifest {digest} in {source.root}"
+    try:
+        data = source.read_blob(digest)
+    except Invalid as exc:  # only "larger than" and "does not match its digest"
+        raise DigestMismatch(exc.detail) from exc
+    children, is_index = manifest_children(parse_manifest(data, where=where), where=where)
+    if is_index:
+        raise Invalid(f"{where} is an index, not a module or signature manifest")
+    for child in children:
+        with source.open_blob(child.digest) as blob:
+            try:
+                target.put_blob_stream(blob, child)
+            except Invalid as exc:
+                raise DigestMismatch(f"{exc.detail} in {source.root}") from exc
+    target.put_blob_bytes(data)
+    return data
