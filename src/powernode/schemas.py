@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 T = TypeVar("T")
 
@@ -42,3 +43,17 @@ class ActionRequest(BaseModel):
     details: dict[str, Any] | None = Field(
         default=None, description="Free-form details recorded in the fleet event."
     )
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """A query time in UTC (naive means UTC); a value that cannot be expressed in UTC is a
+    validation error, not a failure deep in the database layer."""
+    try:
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+"""A datetime filter parameter, normalized to UTC."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -14,11 +14,13 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from powernode import __version__
 from powernode.api import metrics, problems
+from powernode.api.deps import require
 from powernode.api.middleware import CorrelationMiddleware
 from powernode.api.node.app import create_node_app
 from powernode.api.routes import (
     catalog,
     compliance,
+    distribution,
     enrollment,
     events,
     instances,
@@ -28,8 +30,10 @@ from powernode.api.routes import (
     tasks,
     templates,
     tokens,
+    trust,
 )
 from powernode.api.runtime import FleetRuntime
+from powernode.auth.roles import Permission
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
 from powernode.db.migrate import current_revision, head_revision
@@ -67,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.state.clock = clock or SystemClock()
     app.state.store = ContentStore(settings.data_dir / "content")
     app.state.node_app = create_node_app()
+    app.state.node_app.state.store = app.state.store  # /v2 serves from it on both listeners
     app.state.providers = None
     app.add_middleware(CorrelationMiddleware)
     metrics.install(app)
@@ -85,10 +90,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         events,
         compliance,
         enrollment,
+        trust,
     )
     for module in routers:
         api.include_router(module.router)
     app.include_router(api)
+    distribution.mount(app, Depends(require(Permission.READ)), token_service=True)
     _mount_docs(app)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)

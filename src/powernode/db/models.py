@@ -1,5 +1,6 @@
 """Imports every model so `Base.metadata` is complete (for Alembic and tests)."""
 
+from powernode.artifacts.models import ModuleArtifact, ModuleSignature, ModuleTrustPolicy
 from powernode.auth.models import ApiToken
 from powernode.db.base import Base
 from powernode.events.models import FleetEvent
@@ -18,6 +19,9 @@ __all__ = [
     "FleetEvent",
     "InstanceType",
     "Module",
+    "ModuleArtifact",
+    "ModuleSignature",
+    "ModuleTrustPolicy",
     "ModuleVersion",
     "Node",
     "NodeCertificate",

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from powernode.db.pagination import Page, paginate
 from powernode.errors import Invalid
 from powernode.events.models import FleetEvent, Severity
+from powernode.schemas import UtcDatetime
 
 
 class EventOut(BaseModel):
@@ -36,8 +37,8 @@ class EventFilter(BaseModel):
     subject_type: str | None = None
     subject_id: uuid.UUID | None = None
     correlation_id: uuid.UUID | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
     after: uuid.UUID | None = Field(
         default=None, description="Only events after this event id (to follow the log)."
     )

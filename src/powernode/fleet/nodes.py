@@ -22,7 +22,7 @@ from powernode.fleet.machines import machine_action
 from powernode.fleet.models import Node, NodeInstance, NodeLabel, Task
 from powernode.fleet.states import Arch, DesiredState, MachineEvent, MachineState
 from powernode.providers.models import ProviderAccount, Region, Zone
-from powernode.schemas import ActionRequest, Name, Version
+from powernode.schemas import ActionRequest, Name, UtcDatetime, Version
 from powernode.templates.models import Template
 
 
@@ -114,8 +114,8 @@ class NodeFilter(BaseModel):
     selector: str | None = None
     provider_account_id: uuid.UUID | None = None
     template_id: uuid.UUID | None = None
-    created_after: dt.datetime | None = None
-    created_before: dt.datetime | None = None
+    created_after: UtcDatetime | None = None
+    created_before: UtcDatetime | None = None
 
 
 async def _check_references(session: AsyncSession, spec: NodeCreate) -> None:

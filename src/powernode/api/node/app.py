@@ -4,12 +4,14 @@ own TLS listener (see api/node/server.py)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from powernode import __version__
 from powernode.api import problems
 from powernode.api.middleware import CorrelationMiddleware
 from powernode.api.node import routes
+from powernode.api.routes import distribution
+from powernode.api.runtime import require_runtime
 
 
 def create_node_app() -> FastAPI:
@@ -25,4 +27,5 @@ def create_node_app() -> FastAPI:
     app.add_middleware(CorrelationMiddleware)
     problems.install(app)
     app.include_router(routes.router)
+    distribution.mount(app, Depends(require_runtime), Depends(routes._node_caller))
     return app
