@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.artifacts.assignment import apply_modules_payload
 from powernode.auth.roles import Permission
 from powernode.db.crud import commit
 from powernode.fleet import tasks
@@ -32,9 +33,23 @@ async def list_tasks(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_task(session: SessionDep, caller: Operator, spec: TaskCreate) -> TaskOut:
-    """Queue a task for a node or an instance; `payload` is validated against the kind."""
+async def create_task(
+    request: Request, session: SessionDep, caller: Operator, spec: TaskCreate
+) -> TaskOut:
+    """Queue a task for a node or an instance; `payload` is validated against the kind.
+
+    `apply_modules` is refused (403, with the reasons) unless every module version carries a
+    signature its module's trust policy accepts; the agent then gets where to pull each one,
+    its signed digest, the policy and every file's digests."""
     row = await tasks.create_task(session, caller.ctx, spec)
+    if row.kind == "apply_modules":
+        row.payload = await apply_modules_payload(
+            session,
+            request.app.state.store,
+            request.app.state.settings,
+            row.payload["modules"],
+            trusted_roots=getattr(request.app.state, "signing_roots", ()),
+        )
     await commit(session)
     return TaskOut.of(row)
 

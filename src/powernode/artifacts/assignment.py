@@ -1,0 +1,75 @@
+"""Assigning module versions to a node: the gate and the agent's `apply_modules` payload.
+
+An operator asks for `{"modules": [{"name", "version"}]}`; before the task is queued every
+version must have a stored signature that satisfies its module's trust policy
+(`service.verify_version`), else the request is refused with the reasons (403). The payload the
+agent receives names, per module, where to pull it (the control plane's `/v2` on the node API,
+which the agent reaches with its certificate), the signed manifest digest, the policy and
+signing roots, and every file's sha256 and fs-verity digest (see agent/modules/request.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from powernode.artifacts.package import version_tag
+from powernode.artifacts.service import verify_version
+from powernode.artifacts.trust import UntrustedArtifact
+from powernode.modules import service as modules
+from powernode.modules.entries import FILE
+from powernode.modules.store import ContentStore
+from powernode.pki.runtime import node_urls
+from powernode.settings import Settings
+
+
+async def apply_modules_payload(
+    session: AsyncSession,
+    store: ContentStore,
+    settings: Settings,
+    requested: Sequence[dict[str, Any]],
+    *,
+    trusted_roots: Sequence[x509.Certificate] = (),
+) -> dict[str, Any]:
+    """The agent's payload for `requested` module versions; UntrustedArtifact if any fails."""
+    registry = urlsplit(node_urls(settings)[0]).netloc
+    roots = [c.public_bytes(serialization.Encoding.PEM).decode() for c in trusted_roots]
+    modules_out = []
+    for item in requested:
+        name, version = item["name"], item["version"]
+        result = await verify_version(session, store, name, version, trusted_roots=trusted_roots)
+        if not result.decision.allowed or result.digest is None or result.policy is None:
+            reasons = result.decision.reasons or ["no signed artifact"]
+            raise UntrustedArtifact(
+                f"module {name}@{version} cannot be assigned: {'; '.join(reasons)}",
+                reasons=reasons,
+            )
+        row = (await modules.get_version(session, name, version))[1]
+        files = {
+            e.path: {"sha256": e.sha256, "verity": _verity(e.verity)}
+            for e in modules.entries_of(store, row.entries_sha256)
+            if e.type == FILE
+        }
+        modules_out.append(
+            {
+                "name": name,
+                "version": version,
+                "reference": f"{registry}/modules/{name}:{version_tag(version)}",
+                "digest": result.digest,
+                "policy": result.policy.to_dict(),
+                "roots": roots,
+                "files": files,
+            }
+        )
+    return {"modules": modules_out, "insecure": False}
+
+
+def _verity(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value if value.startswith("sha256:") else f"sha256:{value}"
