@@ -139,3 +139,53 @@ def test_push_and_pull_through_docker_registry_keep_the_signatures(
         check=True,
     )
     assert json.loads(raw.stdout)["artifactType"] == "application/vnd.powernode.module.v1+json"
+
+
+def test_keyless_and_key_signatures_through_the_control_plane_gate_assignment(
+    cli: Cli, server: RunningServer, tmp_path: Path
+) -> None:
+    tree = tmp_path / "gated"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "gated").write_text("only when trusted\n")
+    (tree / "module.toml").write_text('name = "gated"\nversion = "2.0"\n')
+    cli.run("module", "import", str(tree))
+    cli.run("node", "create", "gate-node")
+    assign = (
+        "task",
+        "create",
+        "apply_modules",
+        "--node",
+        "gate-node",
+        "--payload",
+        '{"modules": [{"name": "gated", "version": "2.0"}]}',
+    )
+    refused = cli.fails(*assign)
+    assert "cannot be assigned" in refused.stderr
+
+    # Keyless: the control plane certifies a fresh key for this token's identity.
+    cli.run(
+        "module",
+        "trust",
+        "gated",
+        "--identity",
+        "powernode://token/initial-admin",
+        "--issuer",
+        r"http://127\.0\.0\.1:\d+",
+    )
+    signed = cli.run("artifact", "sign", "gated@2.0")
+    assert "the control plane" in signed.stdout
+    task = cli.json(*assign)
+    assert task["payload"]["modules"][0]["name"] == "gated"
+    assert task["payload"]["modules"][0]["roots"], "the signing root goes to the agent"
+
+    # A pinned key works the same way; a policy naming only another key refuses again.
+    private, public = key_pair(tmp_path, "pinned")
+    _, other = key_pair(tmp_path, "other")
+    cli.run("module", "trust", "gated", "--key", str(other))
+    assert "cannot be assigned" in cli.fails(*assign).stderr
+    cli.run("artifact", "sign", "gated@2.0", "--key", str(private))
+    cli.run("module", "trust", "gated", "--key", str(public))
+    assert cli.json(*assign)["state"] == "pending"
+    shown = cli.json("module", "trust", "gated", "--show")
+    assert shown["public_keys"] == [public.read_text()]
+    assert shown["identities"] == []

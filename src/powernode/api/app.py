@@ -27,6 +27,7 @@ from powernode.api.routes import (
     modules,
     nodes,
     providers,
+    signing,
     tasks,
     templates,
     tokens,
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         compliance,
         enrollment,
         trust,
+        signing,
     )
     for module in routers:
         api.include_router(module.router)

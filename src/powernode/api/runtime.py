@@ -22,7 +22,7 @@ from powernode.errors import Unavailable
 from powernode.events.stream import EventBroker
 from powernode.fleet.claims import TaskWaiters
 from powernode.fleet.heartbeats import HeartbeatBuffer
-from powernode.pki.runtime import RevocationCache, open_ca
+from powernode.pki.runtime import RevocationCache, open_ca, open_signing_authority
 from powernode.providers.runtime import ProviderRuntime
 from powernode.settings import Settings
 from powernode.worker.leader import election_for
@@ -66,6 +66,8 @@ class FleetRuntime:
         state.broker = EventBroker(state.db)
         await state.broker.start()
         state.ca = await open_ca(state.db, settings, create=True)
+        state.signing = await open_signing_authority(state.db, settings)
+        state.signing_roots = (state.signing.root_certificate,)
         state.heartbeats = HeartbeatBuffer(state.db, state.clock, settings)
         await state.heartbeats.start()
         state.task_waiters = TaskWaiters()

@@ -82,38 +82,104 @@ def build(ctx: typer.Context, module: str, layout: LayoutOption) -> None:
 def sign(
     ctx: typer.Context,
     module: str,
-    key: Annotated[Path, typer.Option(help="Publisher private key (PKCS#8 PEM, ECDSA P-256).")],
-    layout: LayoutOption,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Publisher private key (PKCS#8 PEM, ECDSA P-256). Without it: keyless, a "
+            "10-minute certificate for your identity from the control plane."
+        ),
+    ] = None,
+    layout: Annotated[
+        Path | None, typer.Option("--layout", help="Also add the signatures to this layout.")
+    ] = None,
+    upload: Annotated[
+        bool, typer.Option(help="Store the signature in the control plane (what nodes check).")
+    ] = True,
     reference: Annotated[
         str | None, typer.Option(help="The repository the signature names (docker-reference).")
     ] = None,
 ) -> None:
-    """Sign NAME@VERSION (built into the layout first if missing) with a publisher key: the
-    signature is added both as the `sha256-<digest>.sig` tag and as a referrer."""
+    """Sign NAME@VERSION: the signature goes to the control plane (and, with --layout, into the
+    layout both as the `sha256-<digest>.sig` tag and as a referrer)."""
     from powernode.artifacts.layout import OciLayout
     from powernode.artifacts.package import version_tag
-    from powernode.artifacts.signing import KeySigner, sign_manifest
+    from powernode.artifacts.signing import KeySigner, Signer, sign_manifest
 
     name, version = _split(module)
     tag = version_tag(version)
-    try:
-        subject = OciLayout.open(layout).resolve(tag)
-    except Exception:
-        build_into(ctx, module, layout)
-        subject = OciLayout.open(layout).resolve(tag)
-    password = os.environ.get("POWERNODE_SIGNING_KEY_PASSWORD")
-    signer = KeySigner.from_pem(key.read_bytes(), password.encode() if password else None)
-    bundle = sign_manifest(subject.digest, reference or name, signer, now=dt.datetime.now(dt.UTC))
-    target = OciLayout.open(layout)
-    for artifact in (bundle.tag_artifact(), bundle.referrer_artifact(subject)):
-        for blob in artifact.blobs.values():
-            target.put_blob_bytes(blob)
-        target.add_manifest(
-            artifact.manifest,
-            "application/vnd.oci.image.manifest.v1+json",
-            tag=artifact.tag,
+    with tempfile.TemporaryDirectory() as tmp:
+        target = layout or Path(tmp) / "layout"
+        try:
+            subject = OciLayout.open(target).resolve(tag)
+        except Exception:
+            build_into(ctx, module, target)
+            subject = OciLayout.open(target).resolve(tag)
+        signer: Signer
+        if key is not None:
+            password = os.environ.get("POWERNODE_SIGNING_KEY_PASSWORD")
+            signer = KeySigner.from_pem(key.read_bytes(), password.encode() if password else None)
+        else:
+            signer = _keyless(ctx)
+        now = dt.datetime.now(dt.UTC)
+        bundle = sign_manifest(subject.digest, reference or f"modules/{name}", signer, now=now)
+        artifacts = (bundle.tag_artifact(), bundle.referrer_artifact(subject))
+        if layout is not None:
+            out = OciLayout.open(layout)
+            for artifact in artifacts:
+                for blob in artifact.blobs.values():
+                    out.put_blob_bytes(blob)
+                out.add_manifest(
+                    artifact.manifest,
+                    "application/vnd.oci.image.manifest.v1+json",
+                    tag=artifact.tag,
+                )
+        if upload:
+            state(ctx).client().post(
+                f"/modules/{name}/versions/{version}/signatures", _upload_body(artifacts[0])
+            )
+    places = [str(layout)] if layout else []
+    places += ["the control plane"] if upload else []
+    stdout.print(f"signed {module} ({subject.digest}) in {' and '.join(places) or 'nothing'}")
+
+
+def _upload_body(artifact: Any) -> dict[str, Any]:
+    import base64
+
+    return {
+        "manifest": base64.b64encode(artifact.manifest).decode(),
+        "blobs": {d: base64.b64encode(b).decode() for d, b in artifact.blobs.items()},
+    }
+
+
+class _RemoteKeyless:
+    """Keyless-style signing: a fresh key per signature, certified for 10 minutes by the
+    control plane's signing CA for the caller's identity."""
+
+    def __init__(self, ctx: typer.Context) -> None:
+        self.ctx = ctx
+
+    def sign(self, payload: bytes, *, now: dt.datetime) -> Any:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from powernode.artifacts.signing import PayloadSignature
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-    stdout.print(f"signed {module} ({subject.digest}) in {layout}")
+        issued = (
+            state(self.ctx).client().post("/signing/certificate", {"public_key": public.decode()})
+        )
+        certificate = x509.load_pem_x509_certificate(issued["certificate"].encode())
+        chain = tuple(x509.load_pem_x509_certificates(issued["chain"].encode()))
+        signature = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        return PayloadSignature(signature, certificate, chain)
+
+
+def _keyless(ctx: typer.Context) -> Any:
+    return _RemoteKeyless(ctx)
 
 
 @app.command()

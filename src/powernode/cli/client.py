@@ -123,6 +123,9 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise CliError(f"download of {path} failed: {exc}", Category.UNAVAILABLE) from exc
 
+    def put(self, path: str, body: Any, **params: Any) -> Any:
+        return self.request("PUT", path, json_body=body, params=params)
+
     def patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, json_body=body)
 

@@ -12,7 +12,8 @@ import typer
 
 from powernode.cli.client import CliError
 from powernode.cli.common import LimitOption, OutputOption, state
-from powernode.cli.output import OutputFormat, emit
+from powernode.cli.output import OutputFormat, emit, stdout
+from powernode.errors import Invalid
 
 app = typer.Typer(help="Modules: versioned file trees that templates stack.", no_args_is_help=True)
 
@@ -128,3 +129,46 @@ def select(
     except OSError as exc:
         raise CliError(f"cannot read {rules}: {exc.strerror}") from exc
     typer.echo(select_output(directory, text), nl=False)
+
+
+@app.command()
+def trust(
+    ctx: typer.Context,
+    name: str,
+    key: Annotated[
+        list[Path] | None, typer.Option(help="Trust signatures by this public key (PEM).")
+    ] = None,
+    identity: Annotated[
+        list[str] | None,
+        typer.Option(help="Signer identity regexp (whole match); pairs with --issuer in order."),
+    ] = None,
+    issuer: Annotated[
+        list[str] | None, typer.Option(help="Issuer regexp (whole match) for the --identity.")
+    ] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the policy and exit.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the policy.")] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Set who may sign module NAME: pinned keys and/or identity+issuer rules (admin). A version
+    with no signature satisfying the policy cannot be assigned to nodes."""
+    client = state(ctx).client()
+    path = f"/modules/{name}/trust-policy"
+    if show:
+        emit(client.get(path), output)
+        return
+    if delete:
+        client.delete(path)
+        stdout.print(f"trust policy of {name} removed")
+        return
+    identities, issuers = identity or [], issuer or []
+    if len(identities) != len(issuers):
+        raise Invalid("give one --issuer for each --identity, in the same order")
+    if not identities and not key:
+        raise Invalid("a trust policy needs --key and/or --identity with --issuer")
+    policy = {
+        "identities": [
+            {"identity": i, "issuer": s} for i, s in zip(identities, issuers, strict=True)
+        ],
+        "public_keys": [p.read_text() for p in key or []],
+    }
+    emit(client.put(path, policy), output)

@@ -18,19 +18,20 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
+from powernode.artifacts.keyless import SigningAuthority
 from powernode.bootstrap import write_private_file
 from powernode.db.engine import Database
 from powernode.errors import Invalid
 from powernode.pki import store
 from powernode.pki.ca import CertificateAuthority
 from powernode.pki.enrollment import revoked_serials
-from powernode.pki.errors import PkiInvalid
 from powernode.pki.models import CertificateAuthorityRow
 from powernode.settings import Settings
 
@@ -73,26 +74,52 @@ def open_local_ca(settings: Settings, *, create: bool = False) -> CertificateAut
     )
 
 
+_CA = TypeVar("_CA")
+
+NODE_CA_ROW = 1
+SIGNING_CA_ROW = 2
+
+
 async def open_ca(
     db: Database, settings: Settings, *, create: bool = False
 ) -> CertificateAuthority:
-    """The CA every replica shares: the database holds it, the data dir keeps a copy.
+    """The node CA every replica shares (see `_open_shared`)."""
+    return await _open_shared(
+        db, NODE_CA_ROW, pki_dir(settings), lambda: open_local_ca(settings, create=create)
+    )
+
+
+async def open_signing_authority(db: Database, settings: Settings) -> SigningAuthority:
+    """The CA that certifies keyless-style signatures (10-minute certificates), shared like the
+    node CA and encrypted with the same passphrase; a separate CA, so node certificates can
+    never sign modules."""
+    directory = pki_dir(settings) / "signing"
+
+    def load() -> SigningAuthority:
+        passphrase = ca_passphrase(settings, create=True)
+        return SigningAuthority.load_or_create(directory, passphrase, now=dt.datetime.now(dt.UTC))
+
+    return await _open_shared(db, SIGNING_CA_ROW, directory, load)
+
+
+async def _open_shared(db: Database, row_id: int, directory: Path, load: Callable[[], _CA]) -> _CA:
+    """A CA every replica shares: the database holds it, the data dir keeps a copy.
 
     The first process to start creates it and stores it; every later one (another replica, or
     this one after its data dir was lost) takes the stored one, moving a different local CA
     aside rather than deleting it. All replicas need the same `POWERNODE_PKI_PASSPHRASE`.
     """
     async with db.read_sessions() as session:
-        row = await session.get(CertificateAuthorityRow, 1)
+        row = await session.get(CertificateAuthorityRow, row_id)
     if row is None:
-        ca = await asyncio.to_thread(open_local_ca, settings, create=create)
-        files = store.read_ca_files(pki_dir(settings))
+        ca = await asyncio.to_thread(load)
+        files = store.read_ca_files(directory)
         assert files is not None
         try:
             async with db.transaction() as session:
                 session.add(
                     CertificateAuthorityRow(
-                        id=1,
+                        id=row_id,
                         root_cert=files.root_cert.decode(),
                         root_key=files.root_key.decode(),
                         intermediate_cert=files.intermediate_cert.decode(),
@@ -103,7 +130,7 @@ async def open_ca(
             return ca
         except IntegrityError:  # another replica stored its CA first: use that one
             async with db.read_sessions() as session:
-                row = await session.get(CertificateAuthorityRow, 1)
+                row = await session.get(CertificateAuthorityRow, row_id)
             assert row is not None
     shared = store.CaFiles(
         root_cert=row.root_cert.encode(),
@@ -111,7 +138,6 @@ async def open_ca(
         intermediate_cert=row.intermediate_cert.encode(),
         intermediate_key=row.intermediate_key.encode(),
     )
-    directory = pki_dir(settings)
     local = store.read_ca_files(directory)
     if local != shared:
         if local is not None:
@@ -120,9 +146,9 @@ async def open_ca(
             log.warning("the local CA differs from the shared one; moved it to %s", aside)
         store.write_ca_files(directory, shared)
     try:
-        return await asyncio.to_thread(open_local_ca, settings, create=create)
-    except PkiInvalid as exc:
-        raise PkiInvalid(
+        return await asyncio.to_thread(load)
+    except Invalid as exc:
+        raise Invalid(
             f"cannot open the CA the database holds ({exc.detail}); every control-plane "
             "replica needs the same POWERNODE_PKI_PASSPHRASE"
         ) from exc
