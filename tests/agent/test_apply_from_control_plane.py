@@ -81,6 +81,15 @@ def test_a_signed_module_is_pulled_verified_and_activated_by_a_real_agent(
                 90,
                 "apply_modules to finish",
             )
+            # The agent's next heartbeats report the active digests: the node is in sync.
+            with api(server) as http:
+                wait_until(
+                    lambda: http.get("/nodes/edge-m").json()["module_drift"] == "in_sync",
+                    20,
+                    "the node to report its modules",
+                )
+                node = http.get("/nodes/edge-m").json()
+            assert node["desired_modules"] == {"motd": digest}
         log = (tmp_path / "agent.log").read_text()
         assert done["state"] == "succeeded", json.dumps(done["result"]) + log[-3000:]
         assert done["result"]["active"] == {"motd": digest}

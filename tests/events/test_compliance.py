@@ -152,7 +152,8 @@ async def test_snapshot_lists_the_fleet_and_verifies(database: Database, key: Si
         "created_by": "test",
     }
     assert snap["certificates"] == []
-    for section in ("drift", "cve_exposure", "autonomy_decisions"):
+    assert snap["drift"] == {"status": "tracked", "drifted": 0, "nodes": []}
+    for section in ("cve_exposure", "autonomy_decisions"):
         assert snap[section]["status"] == "not-tracked"
     assert "valid: generated at 2026-11-01T12:00:00.000000Z, 2 nodes" in result.summary()
 

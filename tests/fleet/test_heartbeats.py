@@ -12,6 +12,7 @@ from sqlalchemy import select
 from powernode.clock import FrozenClock
 from powernode.db.engine import Database
 from powernode.events.log import EventContext
+from powernode.events.models import FleetEvent
 from powernode.fleet.heartbeats import HeartbeatBuffer, grace_period, heartbeat_interval
 from powernode.fleet.leases import NodeLease
 from powernode.fleet.models import Node
@@ -94,3 +95,37 @@ async def test_a_silent_node_becomes_unreachable_after_the_grace_period_and_come
     buffer.record(node_id, "1.0", {})
     await buffer.flush()
     assert await state_of(database, node_id) == "running"
+
+
+async def test_reported_module_digests_are_compared_with_the_assigned_ones(
+    database: Database, tmp_path: Path
+) -> None:
+    clock = FrozenClock(T0)
+    node_id = await running_node(database, clock, "drifty")
+    async with database.transaction() as session:
+        node = await session.get(Node, node_id)
+        assert node is not None
+        node.desired_modules = {"web": "sha256:" + "a" * 64}
+    buffer = HeartbeatBuffer(database, clock, Settings(data_dir=tmp_path))
+
+    async def beat(modules: dict[str, str]) -> str | None:
+        buffer.record(node_id, "1.0", {"modules": modules})
+        await buffer.flush()
+        async with database.read_sessions() as session:
+            row = await session.get(Node, node_id)
+            assert row is not None
+            return row.module_drift
+
+    assert await beat({"web": "sha256:" + "a" * 64}) == "in_sync"
+    assert await beat({"web": "sha256:" + "b" * 64}) == "drifted"
+    assert await beat({"web": "sha256:" + "b" * 64}) == "drifted"  # no second event
+    assert await beat({"web": "sha256:" + "a" * 64}) == "in_sync"
+    async with database.read_sessions() as session:
+        kinds = list(
+            await session.scalars(
+                select(FleetEvent.kind)
+                .where(FleetEvent.subject_id == node_id, FleetEvent.kind.like("node.%"))
+                .order_by(FleetEvent.id)
+            )
+        )
+    assert kinds[-3:] == ["node.modules_in_sync", "node.drift_detected", "node.modules_in_sync"]

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from powernode.agent import executors as executor_registry
@@ -45,6 +47,17 @@ ONCE_ROUNDS = 3
 """With --once, failover rounds per call before giving up."""
 MAX_SLEEP_S = 3600.0
 """The renewal loop re-checks the clock at least this often (suspend, clock jumps)."""
+
+
+def active_modules(state_dir: Path) -> dict[str, str]:
+    """{name: digest} of the active module generation (what the control plane compares with
+    what it assigned, to mark drift); read from `modules/current/generation.json` with the
+    standard library only, so an idle agent loads nothing of the module machinery."""
+    try:
+        doc = json.loads((state_dir / "modules" / "current" / "generation.json").read_text())
+        return {str(m["name"]): str(m["digest"]) for m in doc.get("modules", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 class Agent:
@@ -152,6 +165,7 @@ class Agent:
             "draining": self.control.draining,
             "task_id": worker.current,
             "uptime_s": round(time.monotonic() - self._started, 1),
+            "modules": active_modules(self.config.state_dir),
         }
 
     async def _heartbeat(self, session: Session, worker: Worker) -> None:

@@ -10,6 +10,7 @@ signing roots, and every file's sha256 and fs-verity digest (see agent/modules/r
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,10 +18,13 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import noload
 
 from powernode.artifacts.package import version_tag
 from powernode.artifacts.service import verify_version
 from powernode.artifacts.trust import UntrustedArtifact
+from powernode.events.log import EventContext, record_event
+from powernode.fleet.models import Node
 from powernode.modules import service as modules
 from powernode.modules.entries import FILE
 from powernode.modules.store import ContentStore
@@ -73,3 +77,22 @@ def _verity(value: str | None) -> str | None:
     if value is None:
         return None
     return value if value.startswith("sha256:") else f"sha256:{value}"
+
+
+async def record_desired_modules(
+    session: AsyncSession, ctx: EventContext, node_id: uuid.UUID, payload: dict[str, Any]
+) -> None:
+    """The node should now run these digests; its heartbeats are compared with them (drift)."""
+    node = await session.get(Node, node_id, options=[noload(Node.labels)])
+    if node is None:
+        return
+    node.desired_modules = {m["name"]: m["digest"] for m in payload["modules"]}
+    node.module_drift = None  # unknown until the agent reports
+    await record_event(
+        session,
+        ctx,
+        kind="node.modules_assigned",
+        subject_type="node",
+        subject_id=node_id,
+        payload={"modules": node.desired_modules},
+    )

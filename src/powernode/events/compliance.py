@@ -407,6 +407,27 @@ async def _certificates(session: AsyncSession) -> list[dict[str, Any]]:
     ]
 
 
+async def _drift(session: AsyncSession) -> dict[str, Any]:
+    """Nodes with assigned modules: whether what their agent reports matches (in_sync /
+    drifted; null until it reports)."""
+    rows = await session.execute(
+        select(Node.id, Node.name, Node.desired_modules, Node.module_drift)
+        .where(Node.desired_modules.is_not(None))
+        .order_by(Node.id)
+    )
+    nodes = [
+        {
+            "node_id": str(r.id),
+            "name": r.name,
+            "desired": r.desired_modules,
+            "drift": r.module_drift,
+        }
+        for r in rows
+    ]
+    drifted = sum(1 for n in nodes if n["drift"] == "drifted")
+    return {"status": "tracked", "drifted": drifted, "nodes": nodes}
+
+
 def _not_tracked(what: str, items_key: str) -> dict[str, Any]:
     return {"status": _NOT_TRACKED, "detail": f"{what} is not tracked yet", items_key: []}
 
@@ -441,7 +462,7 @@ async def build_snapshot(
         "module_versions": module_versions,
         "api_tokens": api_tokens,
         "certificates": certificates,
-        "drift": _not_tracked("drift between desired and observed configuration", "nodes"),
+        "drift": await _drift(session),
         "cve_exposure": _not_tracked("CVE exposure", "findings"),
         "autonomy_decisions": _not_tracked("autonomous remediation", "decisions"),
     }

@@ -25,10 +25,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.clock import Clock
 from powernode.db.engine import Database
-from powernode.events.log import EventContext
+from powernode.events.log import EventContext, Severity, record_event
 from powernode.fleet.leases import NodeLease
 from powernode.fleet.lifecycle import NODE_LIFECYCLE
 from powernode.fleet.models import Node
@@ -58,6 +59,30 @@ def _upsert(insert: Any) -> Any:
 
 
 _UPSERT = {"postgresql": _upsert(pg_insert), "sqlite": _upsert(sqlite_insert)}
+
+
+def drift_of(desired: dict[str, Any] | None, status: dict[str, Any]) -> str | None:
+    """ "in_sync" or "drifted" when the node was assigned modules and its agent reports what is
+    active; None when there is nothing to compare."""
+    observed = status.get("modules")
+    if desired is None or not isinstance(observed, dict):
+        return None
+    return "in_sync" if observed == desired else "drifted"
+
+
+async def _record_drift(
+    session: AsyncSession, ctx: EventContext, node: Node, drift: str, beat: Beat
+) -> None:
+    node.module_drift = drift
+    await record_event(
+        session,
+        ctx,
+        kind="node.drift_detected" if drift == "drifted" else "node.modules_in_sync",
+        subject_type="node",
+        subject_id=node.id,
+        severity=Severity.CRITICAL if drift == "drifted" else Severity.ROUTINE,
+        payload={"desired": node.desired_modules, "observed": beat.status.get("modules")},
+    )
 
 
 def heartbeat_interval(settings: Settings, fleet_size: int) -> float:
@@ -157,10 +182,19 @@ class HeartbeatBuffer:
         ids = list(batch)
         async with self.db.transaction() as session:
             known: dict[uuid.UUID, str] = {}
+            drift: dict[uuid.UUID, str] = {}
             for start in range(0, len(ids), CHUNK):
                 chunk = ids[start : start + CHUNK]
-                rows = await session.execute(select(Node.id, Node.state).where(Node.id.in_(chunk)))
-                known.update({node_id: state for node_id, state in rows})
+                rows = await session.execute(
+                    select(Node.id, Node.state, Node.desired_modules, Node.module_drift).where(
+                        Node.id.in_(chunk)
+                    )
+                )
+                for node_id, state, desired, current in rows:
+                    known[node_id] = state
+                    now_drift = drift_of(desired, batch[node_id].status)
+                    if now_drift is not None and now_drift != current:
+                        drift[node_id] = now_drift
             values = [
                 {
                     "node_id": node_id,
@@ -179,10 +213,10 @@ class HeartbeatBuffer:
             # Beats bring an unreachable node back, and a provisioning one (an agent that kept
             # its certificate across a stop/start) up.
             back = [i for i, state in known.items() if state in _BROUGHT_UP_BY_BEATS]
-            if back:
+            if back or drift:
                 ctx = EventContext(actor="control-plane:heartbeats", clock=self.clock)
                 nodes = await session.scalars(
-                    select(Node).where(Node.id.in_(back)).with_for_update()
+                    select(Node).where(Node.id.in_([*back, *drift])).with_for_update()
                 )
                 for node in nodes:
                     event = _BROUGHT_UP_BY_BEATS.get(MachineState(node.state))
@@ -194,4 +228,6 @@ class HeartbeatBuffer:
                             ctx,
                             payload={"last_heartbeat_at": batch[node.id].at.isoformat()},
                         )
+                    if node.id in drift:
+                        await _record_drift(session, ctx, node, drift[node.id], batch[node.id])
         return len(values)

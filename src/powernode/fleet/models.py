@@ -36,6 +36,10 @@ class Node(IdMixin, Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     # The identity document the agent sent at enrollment (source, instance id, region, ...).
     identity: Mapped[dict[str, Any] | None]
+    # {module name: manifest digest} last assigned by an apply_modules task, and whether the
+    # digests the agent reports in its heartbeats match them ("in_sync" / "drifted").
+    desired_modules: Mapped[dict[str, Any] | None]
+    module_drift: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     state_changed_at: Mapped[dt.datetime]

@@ -70,6 +70,12 @@ class NodeOut(BaseModel):
     identity: dict[str, Any] | None = Field(
         default=None, description="The identity document the agent sent at enrollment."
     )
+    desired_modules: dict[str, Any] | None = Field(
+        default=None, description="Module digests last assigned (apply_modules)."
+    )
+    module_drift: str | None = Field(
+        default=None, description="in_sync / drifted: what the agent reports against that."
+    )
     allowed_events: list[MachineEvent]
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -96,6 +102,8 @@ def node_document(node: Node | Row[Any], labels: dict[str, str] | None = None) -
         "zone_id": node.zone_id,
         "labels": node.label_map if isinstance(node, Node) else (labels or {}),
         "identity": node.identity,
+        "desired_modules": node.desired_modules,
+        "module_drift": node.module_drift,
         "allowed_events": _allowed_events(node.state),
         "created_at": node.created_at,
         "updated_at": node.updated_at,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
-from powernode.artifacts.assignment import apply_modules_payload
+from powernode.artifacts.assignment import apply_modules_payload, record_desired_modules
 from powernode.auth.roles import Permission
 from powernode.db.crud import commit
 from powernode.fleet import tasks
@@ -50,6 +50,8 @@ async def create_task(
             row.payload["modules"],
             trusted_roots=getattr(request.app.state, "signing_roots", ()),
         )
+        if row.node_id is not None:
+            await record_desired_modules(session, caller.ctx, row.node_id, row.payload)
     await commit(session)
     return TaskOut.of(row)
 
