@@ -172,8 +172,10 @@ def test_keyless_and_key_signatures_through_the_control_plane_gate_assignment(
         "--issuer",
         r"http://127\.0\.0\.1:\d+",
     )
-    signed = cli.run("artifact", "sign", "gated@2.0")
+    signed = cli.run("artifact", "sign", "gated@2.0", "--layout", str(tmp_path / "gl"))
     assert "the control plane" in signed.stdout
+    # Without flags, verify applies the module's stored policy and the control plane's roots.
+    assert "verified" in cli.run("artifact", "verify", f"oci:{tmp_path / 'gl'}:2.0").stdout
     task = cli.json(*assign)
     assert task["payload"]["modules"][0]["name"] == "gated"
     assert task["payload"]["modules"][0]["roots"], "the signing root goes to the agent"

@@ -214,6 +214,7 @@ def pull(reference: str, layout: LayoutOption, insecure: InsecureOption = False)
 
 @app.command()
 def verify(
+    ctx: typer.Context,
     reference: str,
     key: Annotated[
         list[Path] | None, typer.Option(help="A trusted public key (PEM); repeatable.")
@@ -228,7 +229,8 @@ def verify(
     insecure: InsecureOption = False,
 ) -> None:
     """Verify the signatures of `oci:DIR[:TAG]` or REGISTRY/REPO:TAG against a trust policy;
-    exits non-zero, with every reason, unless a signature satisfies it."""
+    exits non-zero, with every reason, unless a signature satisfies it. Without --key or
+    --identity, the module's own policy and the signing roots come from the control plane."""
     from cryptography import x509
 
     from powernode.artifacts.layout import OciLayout
@@ -237,10 +239,13 @@ def verify(
 
     if (identity is None) != (issuer is None):
         raise Invalid("--identity and --issuer go together")
-    policy = TrustPolicy(
-        identities=[(identity, issuer)] if identity and issuer else [],
-        public_keys=[p.read_text() for p in key or []],
-    )
+    from_control_plane = not key and identity is None
+    policy: TrustPolicy | None = None
+    if not from_control_plane:
+        policy = TrustPolicy(
+            identities=[(identity, issuer)] if identity and issuer else [],
+            public_keys=[p.read_text() for p in key or []],
+        )
     roots = [x509.load_pem_x509_certificate(p.read_bytes()) for p in root or []]
     with tempfile.TemporaryDirectory() as tmp:
         if reference.startswith("oci:"):
@@ -251,6 +256,9 @@ def verify(
             subject = pull_ref(reference, Path(tmp), credentials=_credentials(), insecure=insecure)
             layout = OciLayout.open(Path(tmp))
         signatures = _signatures(layout, subject.digest)
+        if policy is None:
+            policy, served_roots = _stored_policy(ctx, layout, subject.digest)
+            roots += served_roots
         decision = verify_module(
             policy, subject.digest, signatures, trusted_roots=roots, now=dt.datetime.now(dt.UTC)
         )
@@ -258,6 +266,29 @@ def verify(
         reasons = "; ".join(decision.reasons) or "no signature found"
         raise Invalid(f"{reference} ({subject.digest}) is not trusted: {reasons}")
     stdout.print(f"verified {reference} ({subject.digest}): signed by {decision.signer}")
+
+
+def _stored_policy(ctx: typer.Context, layout: Any, digest: str) -> tuple[Any, list[Any]]:
+    """The trust policy of the module the artifact names, and the control plane's signing
+    roots."""
+    import json
+
+    from cryptography import x509
+
+    from powernode.artifacts.media import ANNOTATION_MODULE_NAME
+    from powernode.artifacts.trust import TrustPolicy
+
+    annotations = json.loads(layout.read_blob(digest)).get("annotations", {})
+    name = annotations.get(ANNOTATION_MODULE_NAME)
+    if not name:
+        raise Invalid("the artifact names no module: give --key or --identity/--issuer")
+    client = state(ctx).client()
+    stored = client.get(f"/modules/{name}/trust-policy")
+    policy = TrustPolicy.from_dict(
+        {"identities": stored["identities"], "public_keys": stored["public_keys"]}
+    )
+    pems = client.get("/signing/roots")["roots"]
+    return policy, [x509.load_pem_x509_certificate(p.encode()) for p in pems]
 
 
 def _signatures(layout: Any, digest: str) -> list[tuple[bytes, dict[str, bytes]]]:

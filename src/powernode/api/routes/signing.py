@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, Field
 
-from powernode.api.deps import Operator, SessionDep
+from powernode.api.deps import Operator, Reader, SessionDep
 from powernode.api.runtime import require_runtime
 from powernode.db.crud import commit
 from powernode.errors import Invalid
@@ -41,6 +41,19 @@ def issuer_url(request: Request) -> str:
     """The control plane as an issuer: its configured URL, else the URL it was reached at."""
     settings = request.app.state.settings
     return str(settings.url or str(request.base_url)).rstrip("/")
+
+
+class SigningRoots(BaseModel):
+    roots: list[str] = Field(description="PEM root certificates keyless signatures chain to.")
+
+
+@router.get("/roots")
+async def roots(request: Request, _: Reader) -> SigningRoots:
+    """The roots this control plane trusts for keyless-style signatures (its signing CA)."""
+    pem = serialization.Encoding.PEM
+    return SigningRoots(
+        roots=[c.public_bytes(pem).decode() for c in request.app.state.signing_roots]
+    )
 
 
 @router.post("/certificate", status_code=status.HTTP_201_CREATED)
