@@ -68,6 +68,8 @@ bench: setup
 	$(VENV_PY) benchmarks/bench_preview.py
 	$(VENV_PY) benchmarks/bench_verity.py
 	$(VENV_PY) benchmarks/bench_events.py
+	$(VENV_PY) benchmarks/bench_nodes.py
+	$(VENV_PY) benchmarks/bench_activation.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build dist .hypothesis

@@ -43,7 +43,7 @@ from powernode.artifacts.package import ModuleManifest, parse_module_manifest
 from powernode.artifacts.signing import signature_tag
 from powernode.artifacts.trust import verify_module
 from powernode.errors import Invalid
-from powernode.modules.verity import fsverity_digest_file
+from powernode.modules.verity import fsverity_digest_bytes, fsverity_digest_file
 
 CHUNK = 1 << 20
 MAX_REASONS = 20
@@ -196,6 +196,7 @@ class _Extractor:
         self.entries: list[dict[str, Any]] = []
         self.digests: dict[str, str] = {}
         self.dirs: dict[str, LayerMember] = {}
+        self._present: set[str] = set()  # parents already seen to exist: one lexists each
 
     def add(self, member: LayerMember) -> None:
         self._parents(member.path)
@@ -245,8 +246,11 @@ class _Extractor:
         parts = path.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             parent = os.path.join(self.root, *parts[:i])
+            if parent in self._present:
+                continue
             if not os.path.lexists(parent):
                 os.mkdir(parent, 0o755)
+            self._present.add(parent)
 
     def _write(self, target: str, member: LayerMember) -> tuple[int, str]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -281,8 +285,7 @@ def check_files(module: ModuleRequest, tree: Path, entries: list[dict[str, Any]]
         if entry["type"] != layer_reader.FILE:
             continue
         path = tree / entry["path"]
-        sha = _sha256_file(path)
-        entry["verity"] = fsverity_digest_file(path)
+        sha, entry["verity"] = _digests(path)
         if sha != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 on disk {sha}, streamed {entry['sha256']}")
     if module.files is not None:
@@ -307,6 +310,20 @@ def _against_expected(module: ModuleRequest, entries: Sequence[dict[str, Any]]) 
         if expected.verity is not None and expected.verity != entry["verity"]:
             problems.append(f"{path}: fs-verity {entry['verity']}, expected {expected.verity}")
     return sorted(problems)
+
+
+SMALL_FILE = 16 << 20
+"""Files up to this size are read once for both digests (most module files are small)."""
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256 hex, fs-verity digest) of the file on disk, reading it once when it is small."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size <= SMALL_FILE:
+            data = handle.read()
+            return hashlib.sha256(data).hexdigest(), fsverity_digest_bytes(data)
+    return _sha256_file(path), fsverity_digest_file(path)
 
 
 def _sha256_file(path: Path) -> str:
