@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import noload
+from sqlalchemy.orm import raiseload
 
 from powernode.artifacts.package import version_tag
 from powernode.artifacts.service import verify_version
@@ -83,7 +83,7 @@ async def record_desired_modules(
     session: AsyncSession, ctx: EventContext, node_id: uuid.UUID, payload: dict[str, Any]
 ) -> None:
     """The node should now run these digests; its heartbeats are compared with them (drift)."""
-    node = await session.get(Node, node_id, options=[noload(Node.labels)])
+    node = await session.get(Node, node_id, options=[raiseload(Node.labels)])
     if node is None:
         return
     node.desired_modules = {m["name"]: m["digest"] for m in payload["modules"]}

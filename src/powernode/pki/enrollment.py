@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import noload
+from sqlalchemy.orm import raiseload
 
 from powernode.errors import Conflict, InvalidTransition
 from powernode.events.log import EventContext, Severity, record_event
@@ -125,7 +125,9 @@ async def enroll(
     """Consume the token, issue the node's certificate, and bring the node to running."""
     now = ctx.clock.now()
     row = await _consume_token(session, token, node_hint, now)
-    node = await session.get(Node, row.node_id, with_for_update=True, options=[noload(Node.labels)])
+    node = await session.get(
+        Node, row.node_id, with_for_update=True, options=[raiseload(Node.labels)]
+    )
     if node is None or node.state == MachineState.TERMINATED:
         raise PkiUnauthorized("the node this token was issued for no longer exists")
     issued = ca.issue_node_certificate(csr_pem, str(node.id), lifetime=lifetime, now=now)
