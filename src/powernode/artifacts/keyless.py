@@ -213,19 +213,7 @@ def _new_files(passphrase: bytes, now: dt.datetime) -> store.CaFiles:
         now,
         INTERMEDIATE_LIFETIME,
     )
-    encryption = serialization.BestAvailableEncryption(passphrase)
-
-    def pem(k: ec.EllipticCurvePrivateKey) -> bytes:
-        return k.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
-
-    return store.CaFiles(
-        root_cert=root.public_bytes(serialization.Encoding.PEM),
-        root_key=pem(root_key),
-        intermediate_cert=intermediate.public_bytes(serialization.Encoding.PEM),
-        intermediate_key=pem(key),
-    )
+    return store.encrypted_files(root, root_key, intermediate, key, passphrase)
 
 
 def _ca_certificate(

@@ -28,6 +28,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from powernode.pki.errors import PkiInvalid
 
 CA_SUBDIRECTORY = "ca"
@@ -58,6 +62,29 @@ class CaFiles:
             INTERMEDIATE_CERT: (self.intermediate_cert, PUBLIC_MODE),
             INTERMEDIATE_KEY: (self.intermediate_key, PRIVATE_MODE),
         }
+
+
+def encrypted_files(
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    intermediate: x509.Certificate,
+    intermediate_key: ec.EllipticCurvePrivateKey,
+    passphrase: bytes,
+) -> CaFiles:
+    """A two-tier CA as the four PEM files: certificates in clear, keys PKCS#8-encrypted."""
+    encryption = serialization.BestAvailableEncryption(passphrase)
+
+    def encrypted(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+
+    return CaFiles(
+        root_cert=root.public_bytes(serialization.Encoding.PEM),
+        root_key=encrypted(root_key),
+        intermediate_cert=intermediate.public_bytes(serialization.Encoding.PEM),
+        intermediate_key=encrypted(intermediate_key),
+    )
 
 
 def ca_path(directory: Path) -> Path:
