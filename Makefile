@@ -10,9 +10,10 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests and tools use: psql/pg_isready, fsverity, the Distribution registry
-# and skopeo (the supply-chain tests run against both). Without root we only say what is missing.
-DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo
+# Debian packages the tests and tools use: psql/pg_isready, fsverity, the Distribution registry,
+# skopeo (the supply-chain tests run against both) and mkfs.erofs (EROFS module images). Without
+# root we only say what is missing.
+DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo erofs-utils
 
 POWERNODE_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export POWERNODE_TEST_POSTGRES_URL
