@@ -110,6 +110,9 @@ def build_disk(
         root_type=ROOT_TYPES.get(inputs.arch.name, LINUX_FS_TYPE),
         ids=ids,
     )
+    # The partitions are in the image now; the stage's scratch space holds no second copy.
+    root.path.unlink()
+    esp.unlink()
     return FormatResult(
         format=Format.DISK,
         files=(built_file(disk),),
@@ -379,7 +382,13 @@ def _grub_word(word: str) -> str:
 
 
 def grub_efi_image(
-    arch: ArchInfo, config_text: str, out: Path, scratch: Path, *, tools_cache: Path
+    arch: ArchInfo,
+    config_text: str,
+    out: Path,
+    scratch: Path,
+    *,
+    tools_cache: Path,
+    prefix: str = "/EFI/BOOT",
 ) -> Path:
     """A GRUB EFI executable with `config_text` embedded and every module it needs built in."""
     modules_dir = grub_platform_dir(arch.grub_efi_target, arch.grub_efi_package, tools_cache)
@@ -394,7 +403,7 @@ def grub_efi_image(
             "-d",
             modules_dir,
             "-p",
-            "/EFI/BOOT",
+            prefix,
             "-c",
             config,
             "-o",
@@ -416,8 +425,7 @@ def make_vfat(
             "mkfs.vfat",
             "-C",
             "--invariant",
-            "-F",
-            "32" if size >= 64 * MIB else "16",
+            *(["-F", "32"] if size >= 64 * MIB else []),
             "-i",
             volume_id,
             "-n",
