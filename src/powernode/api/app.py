@@ -23,6 +23,7 @@ from powernode.api.routes import (
     distribution,
     enrollment,
     events,
+    images,
     instances,
     modules,
     nodes,
@@ -93,10 +94,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         enrollment,
         trust,
         signing,
+        images,
     )
     for module in routers:
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(images.boot_router)
     distribution.mount(app, Depends(require(Permission.READ)), token_service=True)
     _mount_docs(app)
 

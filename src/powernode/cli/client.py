@@ -123,6 +123,18 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise CliError(f"download of {path} failed: {exc}", Category.UNAVAILABLE) from exc
 
+    def exists(self, path: str) -> bool:
+        """HEAD `path`: True on 200, False on 404, an error otherwise."""
+        try:
+            response = self._http.head(f"/api/v1{path}")
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach {self.base_url}: {exc}", Category.UNAVAILABLE) from exc
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise self._error(response)
+        return True
+
     def put(self, path: str, body: Any, **params: Any) -> Any:
         return self.request("PUT", path, json_body=body, params=params)
 

@@ -8,6 +8,7 @@ from powernode.cli import (
     artifacts,
     compliance,
     events,
+    images,
     instances,
     modules,
     nodes,
@@ -28,6 +29,7 @@ NOUNS: tuple[tuple[typer.Typer, str, tuple[str, ...]], ...] = (
     (events.app, "events", ("event",)),
     (compliance.app, "compliance", ()),
     (artifacts.app, "artifact", ("artifacts",)),
+    (images.app, "image", ("images",)),
 )
 
 

@@ -6,6 +6,7 @@ from powernode.db.base import Base
 from powernode.events.models import FleetEvent
 from powernode.fleet.leases import NodeLease
 from powernode.fleet.models import Node, NodeInstance, NodeLabel, Task
+from powernode.images.models import BootArtifact
 from powernode.modules.models import Module, ModuleVersion
 from powernode.pki.models import BootstrapToken, CertificateAuthorityRow, NodeCertificate
 from powernode.providers.models import InstanceType, ProviderAccount, Region, Zone
@@ -14,6 +15,7 @@ from powernode.templates.models import Template, TemplateModule
 __all__ = [
     "ApiToken",
     "Base",
+    "BootArtifact",
     "BootstrapToken",
     "CertificateAuthorityRow",
     "FleetEvent",

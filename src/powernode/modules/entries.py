@@ -7,12 +7,23 @@ symlinks, the target. Paths are relative, `/`-separated, without `.` or `..` com
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-import orjson
-
 from powernode.errors import Invalid
+
+try:
+    import orjson
+
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+    _loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # node images carry the agent without orjson; same bytes for these rows
+
+    def _dumps(doc: Any) -> bytes:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+    _loads = json.loads
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 ENCODING_VERSION = 1
@@ -85,11 +96,11 @@ _FIELDS = ("path", "type", "mode", "uid", "gid", "size", "mtime", "sha256", "ver
 def encode_entries(entries: Iterable[Entry]) -> bytes:
     """Deterministic bytes: sorted by path, one compact row per entry."""
     rows = [[getattr(e, f) for f in _FIELDS] for e in sorted(entries, key=lambda e: e.path)]
-    return orjson.dumps({"version": ENCODING_VERSION, "fields": _FIELDS, "rows": rows})
+    return _dumps({"version": ENCODING_VERSION, "fields": _FIELDS, "rows": rows})
 
 
 def decode_entries(data: bytes) -> list[Entry]:
-    doc = orjson.loads(data)
+    doc = _loads(data)
     if doc.get("version") != ENCODING_VERSION or tuple(doc.get("fields", ())) != _FIELDS:
         raise Invalid("stored entry list has an unknown encoding")
     make = Entry._make

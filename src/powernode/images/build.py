@@ -1,0 +1,448 @@
+"""`powernode image build`: a composed template to boot artifacts, in cached, resumable stages.
+
+    rootfs   mmdebstrap: Debian + kernel + the agent's packages + the modules' package_spec
+             (cached by package list: changing module files never reruns it)
+    tree     rootfs + composed module tree + agent + init -> one deterministic tar
+             (cached by rootfs, module manifest and agent)
+    formats  initramfs, disk, iso, ipxe, qcow2, bootc from the tree (each cached by the tree)
+
+A stage's directory appears (by rename) only once it is complete, so an interrupted build
+resumes at the first unfinished stage. SOURCE_DATE_EPOCH (default `DEFAULT_EPOCH`) clamps every
+timestamp: the same inputs give byte-identical initramfs files and OCI digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from debian.debian_support import Version as DebianVersion
+
+from powernode.errors import Conflict, Invalid
+from powernode.images import payload
+from powernode.images.initramfs import write_initramfs
+from powernode.images.rootfs import Rootfs, build_rootfs, rootfs_spec
+from powernode.images.spec import (
+    ArchInfo,
+    BootInputs,
+    BuiltFile,
+    Format,
+    FormatResult,
+)
+from powernode.images.tree import Item, Overlay, build_tree
+from powernode.modules.entries import DIR, FILE, SYMLINK, Entry, encode_entries
+from powernode.modules.store import ContentStore
+
+DEFAULT_EPOCH = 1704067200
+"""2024-01-01T00:00:00Z: the timestamp of every file when SOURCE_DATE_EPOCH is not set."""
+TREE_REVISION = "tree-1"
+FORMAT_REVISION = "formats-1"
+
+Progress = Callable[[str], None]
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return DEFAULT_EPOCH
+    try:
+        epoch = int(value)
+    except ValueError:
+        raise Invalid(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds") from None
+    if epoch < 0:
+        raise Invalid("SOURCE_DATE_EPOCH must not be negative")
+    return epoch
+
+
+def default_cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "powernode" / "images"
+
+
+@dataclass(frozen=True)
+class PackageWant:
+    name: str
+    constraints: tuple[tuple[str, str, str], ...] = ()
+    """(op, version, module) as the modules' package_spec states them."""
+
+
+@dataclass
+class BuildRequest:
+    template: str
+    template_version: int
+    modules: list[dict[str, str]]
+    """[{"name", "version"}] as composed, lower to upper."""
+    arch: ArchInfo
+    formats: tuple[Format, ...]
+    entries: list[Entry]
+    store: ContentStore
+    packages: list[PackageWant]
+    cache_dir: Path
+    out_dir: Path
+    suite: str = "bookworm"
+    mirrors: tuple[str, ...] = ("http://deb.debian.org/debian",)
+    mmdebstrap_mode: str = "auto"
+    compression: str = "zstd"
+    base_url: str = "http://localhost:8080"
+    epoch: int = field(default_factory=source_date_epoch)
+
+
+@dataclass
+class BuildResult:
+    inputs_digest: str
+    kernel_version: str
+    artifacts: list[FormatResult]
+    timings: dict[str, float]
+    out_dir: Path
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "inputs_digest": self.inputs_digest,
+            "kernel_version": self.kernel_version,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "artifacts": [
+                {
+                    "format": r.format.value,
+                    "digest": artifact_digest(r),
+                    "size": sum(f.size for f in r.files),
+                    "files": [
+                        {"name": f.name, "sha256": f.sha256, "size": f.size, "path": str(f.path)}
+                        for f in r.files
+                    ],
+                    "details": r.details,
+                }
+                for r in self.artifacts
+            ],
+        }
+
+
+def artifact_digest(result: FormatResult) -> str:
+    return result.digest or f"sha256:{result.files[0].sha256}"
+
+
+def ram_cmdline(arch: ArchInfo) -> str:
+    return f"console={arch.console} panic=10 quiet"
+
+
+def _key(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _pinned_packages(wants: Sequence[PackageWant]) -> list[str]:
+    """Package names for mmdebstrap; an exact `=` constraint pins the version."""
+    names = []
+    for want in wants:
+        exact = {v for op, v, _ in want.constraints if op == "="}
+        if len(exact) > 1:
+            raise Conflict(f"package {want.name}: modules pin different versions {sorted(exact)}")
+        names.append(f"{want.name}={exact.pop()}" if exact else want.name)
+    return names
+
+
+def check_constraints(wants: Sequence[PackageWant], installed: dict[str, str]) -> None:
+    """Every module's version constraint holds for what mmdebstrap installed."""
+    problems = []
+    for want in wants:
+        have = installed.get(want.name)
+        if have is None:
+            problems.append(f"{want.name} is not installed")
+            continue
+        for op, version, module in want.constraints:
+            if not _holds(DebianVersion(have), op, DebianVersion(version)):
+                problems.append(f"{want.name} {have} does not satisfy {op} {version} ({module})")
+    if problems:
+        raise Conflict("package constraints not met by the suite: " + "; ".join(problems))
+
+
+def _holds(have: DebianVersion, op: str, want: DebianVersion) -> bool:
+    return {
+        "=": have == want,
+        ">=": have >= want,
+        "<=": have <= want,
+        ">>": have > want,
+        "<<": have < want,
+    }.get(op, True)
+
+
+def _module_overlay(request: BuildRequest, overlay: Overlay) -> None:
+    for entry in request.entries:
+        origin = "template " + request.template
+        if entry.type == DIR:
+            item = Item("dir", entry.mode & 0o7777, entry.uid, entry.gid, entry.mtime)
+        elif entry.type == SYMLINK:
+            item = Item("symlink", 0o777, entry.uid, entry.gid, entry.mtime, target=entry.target)
+        elif entry.type == FILE:
+            assert entry.sha256 is not None
+            source = request.store.path(entry.sha256)
+            if not source.exists():
+                raise Invalid(f"{entry.path}: content {entry.sha256} is missing from the store")
+            item = Item(
+                "file", entry.mode & 0o7777, entry.uid, entry.gid, entry.mtime, source=source
+            )
+        else:
+            raise Invalid(f"{entry.path}: unknown entry type {entry.type}")
+        overlay.add(entry.path, item, origin)
+
+
+def _guest_python(rootfs: Rootfs) -> tuple[int, int] | None:
+    version = rootfs.installed.get("python3", "")
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _stage(directory: Path) -> tuple[Path, bool]:
+    """(the stage directory, whether it is complete); a partial one is cleared."""
+    if (directory / "done.json").exists():
+        return directory, True
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial, False
+
+
+def _finish(partial: Path, final: Path, doc: dict[str, Any]) -> None:
+    (partial / "done.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+    if final.exists():
+        shutil.rmtree(partial)
+    else:
+        partial.replace(final)
+
+
+def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    spec = rootfs_spec(
+        request.arch,
+        suite=request.suite,
+        mirrors=request.mirrors,
+        extra_packages=_pinned_packages(request.packages),
+        source_date_epoch=request.epoch,
+    )
+    rootfs = build_rootfs(spec, request.cache_dir, mode=request.mmdebstrap_mode, progress=progress)
+    check_constraints(request.packages, rootfs.installed)
+    timings["rootfs"] = time.monotonic() - started
+
+    mark = time.monotonic()
+    tree_key = _key(
+        {
+            "revision": TREE_REVISION,
+            "rootfs": spec.key(),
+            "entries": hashlib.sha256(encode_entries(request.entries)).hexdigest(),
+            "payload": payload.payload_digest(),
+            "epoch": request.epoch,
+            "template": request.template,
+            "modules": request.modules,
+        }
+    )
+    tree_dir, done = _stage(request.cache_dir / "tree" / tree_key)
+    if done:
+        progress("tree: cached")
+    else:
+        progress(f"tree: composing {len(request.entries)} module entries onto the base system")
+        overlay = Overlay()
+        _module_overlay(request, overlay)
+        payload.add_payload(
+            overlay,
+            epoch=request.epoch,
+            guest_python=_guest_python(rootfs),
+            work_dir=tree_dir,
+            image_doc={
+                "template": request.template,
+                "template_version": request.template_version,
+                "modules": request.modules,
+                "arch": request.arch.name,
+                "kernel_version": rootfs.kernel_version,
+                "inputs_digest": f"sha256:{tree_key}",
+            },
+        )
+        stats = build_tree(rootfs.tar, overlay, tree_dir / "tree.tar", epoch=request.epoch)
+        shutil.rmtree(tree_dir / "pyc", ignore_errors=True)
+        final = request.cache_dir / "tree" / tree_key
+        _finish(tree_dir, final, {"entries": stats.entries, "bytes": stats.bytes})
+        tree_dir = final
+    timings["tree"] = time.monotonic() - mark
+
+    inputs = BootInputs(
+        arch=request.arch,
+        tree_tar=tree_dir / "tree.tar",
+        kernel_version=rootfs.kernel_version,
+        vmlinuz=rootfs.vmlinuz,
+        disk_initrd=rootfs.disk_initrd,
+        initramfs=Path(),  # set once the initramfs stage ran
+        cmdline=ram_cmdline(request.arch),
+        source_date_epoch=request.epoch,
+        work_dir=Path(),
+    )
+    formats_root = request.cache_dir / "formats" / tree_key
+    results: dict[Format, FormatResult] = {}
+    # The initramfs is an input of iso, ipxe and bootc, the disk of qcow2: build them first.
+    needed = _with_prerequisites(request.formats)
+    for fmt in needed:
+        mark = time.monotonic()
+        done_fmt = _format_stage(fmt, formats_root, request, rootfs, inputs, results, progress)
+        results[fmt] = done_fmt
+        if fmt == Format.INITRAMFS:
+            inputs = _replace(inputs, initramfs=done_fmt.files[1].path)
+        timings[fmt.value] = time.monotonic() - mark
+    artifacts = [results[f] for f in request.formats]
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    published = [_publish(r, request.out_dir / r.format.value) for r in artifacts]
+    timings["total"] = time.monotonic() - started
+    result = BuildResult(
+        inputs_digest=f"sha256:{tree_key}",
+        kernel_version=rootfs.kernel_version,
+        artifacts=published,
+        timings=timings,
+        out_dir=request.out_dir,
+    )
+    (request.out_dir / "build.json").write_text(
+        json.dumps(
+            {"template": request.template, "arch": request.arch.name, **result.document()}, indent=2
+        )
+        + "\n"
+    )
+    return result
+
+
+def _replace(inputs: BootInputs, **changes: Any) -> BootInputs:
+    from dataclasses import replace
+
+    return replace(inputs, **changes)
+
+
+def _with_prerequisites(formats: Sequence[Format]) -> list[Format]:
+    wanted = set(formats)
+    if wanted & {Format.ISO, Format.IPXE, Format.BOOTC}:
+        wanted.add(Format.INITRAMFS)
+    if Format.QCOW2 in wanted:
+        wanted.add(Format.DISK)
+    order = (Format.INITRAMFS, Format.DISK, Format.QCOW2, Format.ISO, Format.IPXE, Format.BOOTC)
+    return [f for f in order if f in wanted]
+
+
+def _format_stage(
+    fmt: Format,
+    formats_root: Path,
+    request: BuildRequest,
+    rootfs: Rootfs,
+    inputs: BootInputs,
+    results: dict[Format, FormatResult],
+    progress: Progress,
+) -> FormatResult:
+    params: dict[str, Any] = {"revision": FORMAT_REVISION}
+    if fmt == Format.INITRAMFS:
+        params["compression"] = request.compression
+    if fmt == Format.IPXE:
+        params["base_url"] = request.base_url
+    final = formats_root / f"{fmt.value}-{_key(params)[:16]}"
+    directory, done = _stage(final)
+    if done:
+        progress(f"{fmt.value}: cached")
+        return load_result(final)
+    progress(f"{fmt.value}: building")
+    work = directory / ".work"
+    work.mkdir()
+    stage_inputs = _replace(inputs, work_dir=work)
+    result = _run_format(fmt, stage_inputs, directory, request, rootfs, results)
+    shutil.rmtree(work, ignore_errors=True)
+    _finish(directory, final, result_document(result, directory))
+    return load_result(final)
+
+
+def _run_format(
+    fmt: Format,
+    inputs: BootInputs,
+    directory: Path,
+    request: BuildRequest,
+    rootfs: Rootfs,
+    results: dict[Format, FormatResult],
+) -> FormatResult:
+    if fmt == Format.INITRAMFS:
+        shutil.copyfile(rootfs.vmlinuz, directory / "vmlinuz")
+        stats = write_initramfs(
+            inputs.tree_tar,
+            directory / "initramfs.img",
+            kernel_version=rootfs.kernel_version,
+            modules_dep=rootfs.modules_dep,
+            compression=request.compression,
+        )
+        return FormatResult(
+            format=fmt,
+            files=(built(directory / "vmlinuz"), built(directory / "initramfs.img")),
+            details={
+                "cmdline": inputs.cmdline,
+                "compression": request.compression,
+                "entries": stats.entries,
+                "uncompressed_bytes": stats.cpio_bytes,
+                "kernel_modules": stats.modules_kept,
+            },
+        )
+    from powernode.images import formats
+
+    return formats.run(fmt, inputs, directory, request.base_url, request.cache_dir, results)
+
+
+def built(path: Path, name: str | None = None) -> BuiltFile:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return BuiltFile(name or path.name, path, digest.hexdigest(), size)
+
+
+def result_document(result: FormatResult, directory: Path) -> dict[str, Any]:
+    return {
+        "format": result.format.value,
+        "digest": result.digest,
+        "details": result.details,
+        "files": [
+            {
+                "name": f.name,
+                "path": str(f.path.relative_to(directory)),
+                "sha256": f.sha256,
+                "size": f.size,
+            }
+            for f in result.files
+        ],
+    }
+
+
+def load_result(directory: Path) -> FormatResult:
+    doc = json.loads((directory / "done.json").read_text())
+    return FormatResult(
+        format=Format(doc["format"]),
+        files=tuple(
+            BuiltFile(f["name"], directory / f["path"], f["sha256"], f["size"])
+            for f in doc["files"]
+        ),
+        details=doc["details"],
+        digest=doc["digest"],
+    )
+
+
+def _publish(result: FormatResult, out: Path) -> FormatResult:
+    """Hard-link (or copy) a cached format's files into the output directory."""
+    files = []
+    for f in result.files:
+        target = out / f.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        try:
+            os.link(f.path, target)
+        except OSError:
+            shutil.copyfile(f.path, target)
+        files.append(BuiltFile(f.name, target, f.sha256, f.size))
+    return FormatResult(result.format, tuple(files), result.details, result.digest)
