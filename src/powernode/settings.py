@@ -7,6 +7,7 @@ overrides by the CLI flags. A `Settings` object is passed explicitly; there is n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,24 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra DNS names / IPs for the node API's server certificate (JSON list).",
     )
+    image_suite: str = Field(
+        default="bookworm", description="Debian suite boot images are built from."
+    )
+    image_mirrors: list[str] = Field(
+        default_factory=lambda: ["http://deb.debian.org/debian"],
+        description="Debian mirrors for image builds (JSON list; mmdebstrap's MIRROR arguments, "
+        'full "deb ..." lines allowed).',
+    )
+    image_cache_dir: Path | None = Field(
+        default=None,
+        description="Where image builds keep their stages; default "
+        "$XDG_CACHE_HOME/powernode/images (~/.cache/powernode/images).",
+    )
+    image_mmdebstrap_mode: str = Field(
+        default="auto",
+        pattern="^(auto|unshare|root|fakechroot)$",
+        description="mmdebstrap mode: auto = unshare where user namespaces work, else root.",
+    )
     pki_passphrase: SecretStr | None = Field(
         default=None,
         description="Encrypts the CA keys at rest. Unset: `init` generates one into "
@@ -100,6 +119,19 @@ class Settings(BaseSettings):
     task_visibility_timeout_s: int = Field(
         default=30, ge=5, le=3600, description="Seconds a task lease lasts unless extended."
     )
+    qemu_runner: Literal["real", "recorder", "disabled"] = Field(
+        default="real",
+        description="How the qemu provider runs VMs: real (qemu-system-*), recorder (records "
+        "the command lines, for tests) or disabled (refuses with an error).",
+    )
+    qemu_guest_address: str = Field(
+        default="10.0.2.100",
+        description="Address QEMU guests reach the node API at (forwarded to this machine).",
+    )
+    qemu_memory_mib: int = Field(
+        default=1024, ge=64, le=1024 * 1024, description="Default memory of a qemu node (MiB)."
+    )
+    qemu_cpus: int = Field(default=1, ge=1, le=256, description="Default vCPUs of a qemu node.")
 
     @property
     def runs_jobs_in_serve(self) -> bool:
