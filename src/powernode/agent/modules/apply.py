@@ -7,6 +7,7 @@ generation and leaves the active one exactly as it was; a failed post-check swit
 the previous generation (`rollback`). On success, generations older than the previous one are
 pruned. One apply runs at a time per state directory (`Generations.lock`, else `Busy`).
 
+Modules are pulled and verified one after the other, each layer extracted while it downloads.
 Blocking file work runs in worker threads; the pulls are async. Cancellation (the agent
 abandoning the task) waits for the thread step in progress to finish, so the lock is never
 released while a thread still changes the directory; a generation switched to but never
@@ -20,7 +21,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from powernode.agent.modules.activate import ActivationOptions, ensure_mounted, make_root, seal
 from powernode.agent.modules.errors import ActivationFailed, ModuleApplyError, PostCheckFailed
@@ -32,12 +33,11 @@ from powernode.agent.modules.generations import (
     remove_tree,
 )
 from powernode.agent.modules.postcheck import PostCheck, command_check
-from powernode.agent.modules.pull import NodeTls, Pulled, pull_module
+from powernode.agent.modules.pull import NodeTls, pull_module
 from powernode.agent.modules.request import ApplyRequest
 from powernode.agent.modules.rollback import roll_back
-from powernode.agent.modules.verify import Limits, verify_and_extract
-
-T = TypeVar("T")
+from powernode.agent.modules.stream import in_thread
+from powernode.agent.modules.verify import Limits, VerifiedModule, verify_and_extract
 
 
 def _utcnow() -> dt.datetime:
@@ -102,22 +102,12 @@ async def apply_modules(
         post_check = command_check(request.post_check, request.post_check_timeout_s)
     generations = Generations(state_dir)
     with generations.lock():
-        await _blocking(_prepare, generations, options.activation)
-        staging = await _blocking(generations.new_staging)
+        await in_thread(_prepare, generations, options.activation)
+        staging = await in_thread(generations.new_staging)
         try:
             return await _apply(generations, staging, request, options, post_check)
         finally:
-            await _blocking(remove_tree, staging)
-
-
-async def _blocking(func: Callable[..., T], *args: Any) -> T:
-    """`func(*args)` in a worker thread, waited for even when the task is cancelled meanwhile."""
-    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait([work])
-        raise
+            await in_thread(remove_tree, staging)
 
 
 def _prepare(generations: Generations, options: ActivationOptions) -> None:
@@ -135,65 +125,79 @@ async def _apply(
     options: ApplyOptions,
     post_check: PostCheck | None,
 ) -> ApplyResult:
-    pulled = []
-    for index, module in enumerate(request.modules):
-        dest = staging / f"{index:02d}-{module.name}"
-        pulled.append(await pull_module(module, dest, insecure=request.insecure, node=options.node))
-    generation = await _blocking(_build, generations, request, pulled, options)
+    generation = await _build(generations, staging, request, options)
     try:
-        await _blocking(generations.switch, generation)
+        await in_thread(generations.switch, generation)
     except OSError as exc:
-        await _blocking(generations.remove, generation.path)
+        await in_thread(generations.remove, generation.path)
         raise ActivationFailed(
             None, f"cannot switch to generation {generation.number}: {exc}"
         ) from exc
     except asyncio.CancelledError:
         if post_check is not None:  # switched to, and now never checked
-            await _blocking(roll_back, generations, generation, options.activation)
+            await in_thread(roll_back, generations, generation, options.activation)
         raise
     if post_check is not None:
         try:
             await post_check(generation, generations.active_root)
         except (Exception, asyncio.CancelledError) as exc:
             # Unchecked is not accepted: a crashed or abandoned check rolls back too.
-            await _blocking(roll_back, generations, generation, options.activation)
+            await in_thread(roll_back, generations, generation, options.activation)
             if isinstance(exc, PostCheckFailed | asyncio.CancelledError):
                 raise
             if isinstance(exc, ModuleApplyError):
                 raise PostCheckFailed(exc.module, exc.cause, exc.reasons) from exc
             raise PostCheckFailed(None, f"the post-check crashed: {exc!r}") from exc
-    await _blocking(generations.prune)
+    await in_thread(generations.prune)
     return _result(generations, generation, rolled_back=False)
 
 
-def _build(
-    generations: Generations, request: ApplyRequest, pulled: list[Pulled], options: ApplyOptions
+async def _build(
+    generations: Generations, staging: Path, request: ApplyRequest, options: ApplyOptions
 ) -> Generation:
-    """Verify every module into a new generation and make its root; deleted on any failure."""
+    """Pull and verify every module into a new generation and make its root; deleted on any
+    failure."""
     try:
-        number, path = generations.new()
+        number, path = await in_thread(generations.new)
     except OSError as exc:
         raise ActivationFailed(None, f"cannot create a generation: {exc}") from exc
     try:
         now = options.clock()
         verified, records = [], []
-        for index, (module, staged) in enumerate(zip(request.modules, pulled, strict=True)):
-            tree = f"trees/{index:02d}-{module.name}"
-            verified.append(
-                verify_and_extract(module, staged, path / tree, now=now, limits=options.limits)
-            )
+        for index, module in enumerate(request.modules):
+            name = f"{index:02d}-{module.name}"
+            tree = f"trees/{name}"
+            async with pull_module(
+                module, staging / name, insecure=request.insecure, node=options.node
+            ) as pulled:
+                checked = await verify_and_extract(
+                    module, pulled, path / tree, now=now, limits=options.limits
+                )
+            verified.append(checked)
             records.append(ModuleRecord(module.name, module.version, module.digest, tree))
-        verity = seal(path, verified)
-        built = make_root(
-            Generation(number, path, tuple(records), MATERIALIZED, verity), options.activation
-        )
-        generations.commit(built)
-        return built
+        return await in_thread(_activate, generations, number, path, records, verified, options)
     except BaseException as exc:
-        generations.remove(path)
+        await in_thread(generations.remove, path)
         if isinstance(exc, OSError):
             raise ActivationFailed(None, f"cannot build generation {number}: {exc}") from exc
         raise
+
+
+def _activate(
+    generations: Generations,
+    number: int,
+    path: Path,
+    records: list[ModuleRecord],
+    verified: list[VerifiedModule],
+    options: ApplyOptions,
+) -> Generation:
+    """Seal the verified trees, make the root and write the record."""
+    verity = seal(path, verified)
+    built = make_root(
+        Generation(number, path, tuple(records), MATERIALIZED, verity), options.activation
+    )
+    generations.commit(built)
+    return built
 
 
 def _result(

@@ -1,38 +1,46 @@
 """Fetch a module artifact and its signatures into a staging OCI layout under the state dir.
 
 Sources:
-- a registry reference (`host[:port]/repo[:tag][@digest]`, `http://` for plain HTTP): pulled
-  with `RegistryClient` (every blob and manifest checked against its digest while it streams),
-  with its referrers and, for cosign's tag flavour, the `sha256-<hex>.sig` tag. A registry that
-  is the control plane (its host:port is one of the seed's URLs) is reached with the node's
-  mutual TLS credentials; any other with the system's trust store.
+- a registry reference (`host[:port]/repo[:tag][@digest]`, `http://` for plain HTTP): the
+  manifest, its config, its referrers and, for cosign's tag flavour, the `sha256-<hex>.sig`
+  tag are pulled with `RegistryClient` (every blob and manifest checked against its digest
+  while it streams). The layer is not staged: `Pulled.remote` streams it into extraction once
+  the signatures are verified (`stream`), and the layer reader checks its size and digest. A
+  registry that is the control plane (its host:port is one of the seed's URLs) is reached with
+  the node's mutual TLS credentials; any other with the system's trust store.
 - `oci:DIR[:TAG]`, an OCI layout on the node (preloaded, air-gapped): the manifest (by TAG, else
   by the desired digest), its blobs and its signature manifests are copied, each checked
   against its digest, so later changes to DIR cannot affect what is verified.
 
 Nothing is trusted here: `verify` decides. The staging layout is the only thing written.
+`pull_module` is an async context manager: the registry connection stays open inside it, for
+streaming the layer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from powernode.agent import tls
 from powernode.agent.modules.errors import FetchFailed, Rejected
 from powernode.agent.modules.request import ModuleRequest
+from powernode.agent.modules.stream import Pipe, StreamFailed, stream_blob
 from powernode.agent.state import StateDir
 from powernode.artifacts.layout import OciLayout
-from powernode.artifacts.oci import manifest_children, parse_manifest
-from powernode.artifacts.reference import parse_reference
+from powernode.artifacts.oci import Descriptor, manifest_children, parse_manifest
+from powernode.artifacts.reference import Reference, parse_reference
 from powernode.artifacts.registry import RegistryClient
 from powernode.artifacts.signing import signature_tag
 from powernode.artifacts.transport import DigestMismatch
 from powernode.errors import Invalid, NotFound, PowernodeError
 
+T = TypeVar("T")
 LAYOUT_PREFIX = "oci:"
 
 
@@ -45,12 +53,44 @@ class NodeTls:
 
 
 @dataclass(frozen=True)
+class RemoteLayer:
+    """Where a registry pull's layer is streamed from (open inside `pull_module` only)."""
+
+    module: str
+    client: RegistryClient
+    ref: Reference
+
+    async def stream(self, desc: Descriptor, consume: Callable[[Pipe], T]) -> T:
+        """`consume(pipe)` in a worker thread while the layer `desc` streams into `pipe`.
+
+        FetchFailed when the registry cannot be reached or cuts the stream.
+        """
+        try:
+            return await stream_blob(self.client, self.ref, desc, consume)
+        except StreamFailed as exc:
+            raise FetchFailed(self.module, f"cannot fetch {self.ref}: {exc}") from exc
+
+    async def recheck(self, desc: Descriptor, scratch: Path) -> None:
+        """Fetch the layer whole into `scratch` (then deleted) checking its digest, to tell a
+        damaged or altered copy in the registry (Rejected) from a layer that is bad as signed
+        (no error)."""
+        tmp = scratch / f".recheck-{desc.digest.removeprefix('sha256:')}"
+        try:
+            with _fetch_errors(self.module, str(self.ref)):
+                await self.client.fetch_blob(self.ref, desc, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
 class Pulled:
     """A staged artifact: the layout holding it and the manifest digest the source gave."""
 
     layout: OciLayout
     digest: str
     source: str
+    remote: RemoteLayer | None = None
+    """For registry pulls: the layer is not in `layout`, it is streamed from here."""
 
 
 def node_tls(state_dir: Path) -> NodeTls | None:
@@ -69,36 +109,67 @@ def node_tls(state_dir: Path) -> NodeTls | None:
     return NodeTls(hosts, context)
 
 
+@contextlib.asynccontextmanager
 async def pull_module(
     module: ModuleRequest, dest: Path, *, insecure: bool = False, node: NodeTls | None = None
-) -> Pulled:
-    """Stage `module`'s artifact and signatures in a new layout at `dest`."""
-    try:
-        if module.reference.startswith(LAYOUT_PREFIX):
-            return _copy_from_layout(module, dest)
-        return await _pull_from_registry(module, dest, insecure, node)
-    except DigestMismatch as exc:
-        cause = f"{module.reference} is damaged or altered: {exc.detail}"
-        raise Rejected(module.name, cause) from exc
-    except PowernodeError as exc:
-        raise FetchFailed(module.name, f"cannot fetch {module.reference}: {exc.detail}") from exc
-    except OSError as exc:
-        raise FetchFailed(module.name, f"cannot stage {module.reference}: {exc}") from exc
-
-
-async def _pull_from_registry(
-    module: ModuleRequest, dest: Path, insecure: bool, node: NodeTls | None
-) -> Pulled:
-    ref = parse_reference(module.reference, insecure=insecure)
+) -> AsyncIterator[Pulled]:
+    """Stage `module`'s artifact and signatures in a new layout at `dest` (see the module
+    docstring); a registry's connection stays open inside the context."""
+    if module.reference.startswith(LAYOUT_PREFIX):
+        with _fetch_errors(module.name, module.reference):
+            pulled = _copy_from_layout(module, dest)
+        yield pulled
+        return
+    with _fetch_errors(module.name, module.reference):
+        ref = parse_reference(module.reference, insecure=insecure)
     verify: bool | ssl.SSLContext = True
     if node is not None and ref.registry in node.hosts and not ref.insecure:
         verify = node.context
     async with _client(verify) as client:
-        listed = await client.pull(ref, dest, referrers=True)
-        sig_ref = ref.with_tag(signature_tag(listed.digest))
-        with contextlib.suppress(NotFound):  # no cosign tag flavour: referrers may hold them
-            await client.pull(sig_ref, dest, referrers=False)
-    return Pulled(OciLayout.open(dest), listed.digest, str(ref))
+        with _fetch_errors(module.name, module.reference):
+            pulled = await _pull_from_registry(module, client, ref, dest)
+        yield pulled
+
+
+@contextlib.contextmanager
+def _fetch_errors(module: str, reference: str) -> Iterator[None]:
+    """Fetch errors as the apply reports them: damaged (Rejected), else FetchFailed."""
+    try:
+        yield
+    except DigestMismatch as exc:
+        raise Rejected(module, f"{reference} is damaged or altered: {exc.detail}") from exc
+    except PowernodeError as exc:
+        raise FetchFailed(module, f"cannot fetch {reference}: {exc.detail}") from exc
+    except OSError as exc:
+        raise FetchFailed(module, f"cannot stage {reference}: {exc}") from exc
+
+
+async def _pull_from_registry(
+    module: ModuleRequest, client: RegistryClient, ref: Reference, dest: Path
+) -> Pulled:
+    """The manifest (and what it names but its layers), its referrers and the `.sig` tag."""
+    layout = OciLayout.create(dest)
+    data, desc = await client.get_manifest(ref)
+    where = f"manifest {desc.digest} of {ref.where}"
+    doc = parse_manifest(data, where=where)
+    children, is_index = manifest_children(doc, where=where)
+    layers = doc.get("layers")
+    streamed = {d.get("digest") for d in layers if isinstance(d, dict)} if layers else set()
+    for child in [] if is_index else children:
+        if child.digest not in streamed and not layout.has_blob(child.digest):
+            tmp = layout.new_blob_file()
+            try:
+                await client.fetch_blob(ref, child, tmp)
+                layout.commit_blob(tmp, child.digest)
+            finally:
+                tmp.unlink(missing_ok=True)
+    layout.add_manifest(data, desc.media_type, tag=ref.tag, artifact_type=desc.artifact_type)
+    for referrer in await client.referrers(ref, desc.digest):
+        await client.pull(ref.with_digest(referrer.digest), dest, referrers=False)
+    sig_ref = ref.with_tag(signature_tag(desc.digest))
+    with contextlib.suppress(NotFound):  # no cosign tag flavour: referrers may hold them
+        await client.pull(sig_ref, dest, referrers=False)
+    return Pulled(layout, desc.digest, str(ref), RemoteLayer(module.name, client, ref))
 
 
 def _client(verify: bool | ssl.SSLContext) -> RegistryClient:

@@ -9,33 +9,37 @@ In this order, each step refusing with `Rejected` naming the module and the caus
    opened before this;
 3. the layer is read with `read_module_layer` (which refuses absolute paths, `..`, links out of
    the root, devices, setuid/setgid files, truncated, oversized or altered layers) and
-   extracted into the generation's tree directory. Because some refusals come only at the end of
-   the stream, the tree counts only when the whole read succeeded;
-4. every file is read back: its sha256 must be what was streamed, and when the payload lists
-   the module's files, the set of files, each sha256 and each fs-verity digest must match.
+   extracted into the generation's tree directory (`extract`), each file's sha256 and
+   fs-verity digest computed from the bytes written. The layer comes from the staging layout,
+   or for registry pulls streams from the registry while it downloads (`Pulled.remote`); the
+   reader checks its size and digest, once. Because some refusals come only at the end of the
+   stream, the tree counts only when the whole read succeeded. A streamed layer the reader
+   refuses is fetched again whole, to tell a damaged registry copy from a bad signed layer;
+4. when the payload lists the module's files: the set of files, each sha256 and each fs-verity
+   digest must match.
 
 The tree record (`<tree>.json`: every entry with its sha256 and fs-verity digest) is written
-last. Extraction never follows a symlink: the layer reader refuses members under a symlink and
-files are created with O_EXCL | O_NOFOLLOW. Ownership is applied only when running as root.
+last.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import functools
 import json
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from powernode.agent.fsutil import atomic_write
 from powernode.agent.modules.errors import ActivationFailed, Rejected
+from powernode.agent.modules.extract import LayerLimits, extract_layer
 from powernode.agent.modules.pull import Pulled
 from powernode.agent.modules.request import ModuleRequest
+from powernode.agent.modules.stream import in_thread
 from powernode.artifacts import layer as layer_reader
-from powernode.artifacts.layer import LayerError, LayerMember, read_module_layer
+from powernode.artifacts.layer import LayerError, Readable
 from powernode.artifacts.layout import OciLayout
 from powernode.artifacts.media import ANNOTATION_REF_NAME
 from powernode.artifacts.oci import manifest_children, parse_manifest
@@ -43,9 +47,7 @@ from powernode.artifacts.package import ModuleManifest, parse_module_manifest
 from powernode.artifacts.signing import signature_tag
 from powernode.artifacts.trust import verify_module
 from powernode.errors import Invalid
-from powernode.modules.verity import fsverity_digest_bytes, fsverity_digest_file
 
-CHUNK = 1 << 20
 MAX_REASONS = 20
 
 
@@ -72,17 +74,30 @@ class VerifiedModule:
         return [e for e in self.entries if e["type"] == layer_reader.FILE]
 
 
-def verify_and_extract(
+async def verify_and_extract(
     module: ModuleRequest, pulled: Pulled, tree: Path, *, now: dt.datetime, limits: Limits
 ) -> VerifiedModule:
     """Run the checks of the module docstring; the tree is left at `tree` (a new directory)."""
-    manifest = check_manifest(module, pulled)
-    signer = check_signatures(module, pulled.layout, now)
-    entries = extract(module, pulled.layout, manifest, tree, limits)
-    check_files(module, tree, entries)
-    record = {"name": module.name, "digest": module.digest, "signer": signer, "entries": entries}
-    atomic_write(tree.with_name(tree.name + ".json"), json.dumps(record).encode(), 0o644)
-    return VerifiedModule(module, signer, tree, entries)
+    manifest = await in_thread(check_manifest, module, pulled)
+    signer = await in_thread(check_signatures, module, pulled.layout, now)
+    layer = manifest.layer
+    expected = LayerLimits(
+        limits.max_layer_size,
+        limits.max_tree_size,
+        limits.max_member_size,
+        expected_size=layer.size,
+        expected_digest=layer.digest,
+    )
+    extract = functools.partial(_extract, module, tree, expected)
+    if pulled.remote is None:
+        entries = await in_thread(_extract_staged, pulled.layout, layer.digest, extract)
+    else:
+        try:
+            entries = await pulled.remote.stream(layer, extract)
+        except Rejected:
+            await pulled.remote.recheck(layer, pulled.layout.root)
+            raise
+    return await in_thread(_record, module, signer, tree, entries)
 
 
 def check_manifest(module: ModuleRequest, pulled: Pulled) -> ModuleManifest:
@@ -155,141 +170,42 @@ def signature_manifests(layout: OciLayout, digest: str) -> list[tuple[bytes, dic
     return found
 
 
-def extract(
-    module: ModuleRequest,
-    layout: OciLayout,
-    manifest: ModuleManifest,
-    tree: Path,
-    limits: Limits,
+def _extract_staged(
+    layout: OciLayout, digest: str, extract: Callable[[Readable], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Extract the layer into the new directory `tree`; its entries, in archive order."""
-    tree.mkdir(mode=0o755)
-    extractor = _Extractor(tree, as_root=os.geteuid() == 0)
+    with layout.open_blob(digest) as blob:
+        return extract(blob)
+
+
+def _extract(
+    module: ModuleRequest, tree: Path, expected: LayerLimits, layer: Readable
+) -> list[dict[str, Any]]:
+    """Extract `layer` into the new directory `tree`; its entries, in archive order."""
     try:
-        with layout.open_blob(manifest.layer.digest) as blob:
-            members = read_module_layer(
-                blob,
-                max_layer_size=limits.max_layer_size,
-                max_tree_size=limits.max_tree_size,
-                max_member_size=limits.max_member_size,
-                expected_size=manifest.layer.size,
-                expected_digest=manifest.layer.digest,
-            )
-            for member in members:
-                extractor.add(member)
-        extractor.finish()
+        return extract_layer(layer, tree, expected)
     except LayerError as exc:
         raise Rejected(module.name, f"unsafe or damaged layer: {exc.detail}") from exc
     except Invalid as exc:
         raise Rejected(module.name, exc.detail) from exc
     except OSError as exc:
         raise ActivationFailed(module.name, f"cannot extract into {tree}: {exc}") from exc
-    return extractor.entries
 
 
-class _Extractor:
-    """Writes checked layer members under `root`; directory metadata is applied last."""
-
-    def __init__(self, root: Path, *, as_root: bool) -> None:
-        self.root = root
-        self.as_root = as_root
-        self.entries: list[dict[str, Any]] = []
-        self.digests: dict[str, str] = {}
-        self.dirs: dict[str, LayerMember] = {}
-        self._present: set[str] = set()  # parents already seen to exist: one lexists each
-
-    def add(self, member: LayerMember) -> None:
-        self._parents(member.path)
-        target = os.path.join(self.root, member.path)
-        entry: dict[str, Any] = {
-            "path": member.path,
-            "type": member.type,
-            "mode": member.mode,
-            "uid": member.uid,
-            "gid": member.gid,
-            "mtime": member.mtime,
-        }
-        if member.type == layer_reader.DIR:
-            if not os.path.isdir(target):
-                os.mkdir(target, 0o700)
-            self.dirs[member.path] = member
-        elif member.type == layer_reader.FILE:
-            entry["size"], entry["sha256"] = self._write(target, member)
-            self.digests[member.path] = entry["sha256"]
-        elif member.type == layer_reader.SYMLINK:
-            assert member.target is not None
-            os.symlink(member.target, target)
-            self._owner_and_time(target, member)
-            entry["target"] = member.target
-        else:  # a hard link to an earlier file: the same inode, so its mode and owner
-            assert member.target is not None
-            os.link(os.path.join(self.root, member.target), target, follow_symlinks=False)
-            source = os.lstat(target)
-            entry |= {"type": layer_reader.FILE, "link": member.target, "size": source.st_size}
-            entry |= {"mode": source.st_mode & 0o7777, "uid": source.st_uid, "gid": source.st_gid}
-            entry["sha256"] = self.digests[member.target]
-            self.digests[member.path] = entry["sha256"]
-        self.entries.append(entry)
-
-    def finish(self) -> None:
-        """Apply directory metadata, deepest first (a read-only directory is filled by now)."""
-        for path in sorted(self.dirs, key=lambda p: p.count("/"), reverse=True):
-            member = self.dirs[path]
-            target = os.path.join(self.root, path)
-            if self.as_root:
-                os.lchown(target, member.uid, member.gid)
-            os.chmod(target, member.mode)
-            os.utime(target, (member.mtime, member.mtime))
-
-    def _parents(self, path: str) -> None:
-        """Directories the layer did not list (it may leave parents implicit): 0755."""
-        parts = path.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            parent = os.path.join(self.root, *parts[:i])
-            if parent in self._present:
-                continue
-            if not os.path.lexists(parent):
-                os.mkdir(parent, 0o755)
-            self._present.add(parent)
-
-    def _write(self, target: str, member: LayerMember) -> tuple[int, str]:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(target, flags, 0o600)
-        sha, size = hashlib.sha256(), 0
-        try:
-            if member.content is not None:
-                while chunk := member.content.read(CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            if self.as_root:
-                os.fchown(fd, member.uid, member.gid)  # before chmod: chown drops setid bits
-            os.fchmod(fd, member.mode)
-            os.utime(fd, (member.mtime, member.mtime))
-        finally:
-            os.close(fd)
-        return size, sha.hexdigest()
-
-    def _owner_and_time(self, target: str, member: LayerMember) -> None:
-        if self.as_root:
-            os.lchown(target, member.uid, member.gid)
-        os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+def _record(
+    module: ModuleRequest, signer: str, tree: Path, entries: list[dict[str, Any]]
+) -> VerifiedModule:
+    """Check the files against the payload, then write the tree record."""
+    check_files(module, entries)
+    record = {"name": module.name, "digest": module.digest, "signer": signer, "entries": entries}
+    atomic_write(tree.with_name(tree.name + ".json"), json.dumps(record).encode(), 0o644)
+    return VerifiedModule(module, signer, tree, entries)
 
 
-def check_files(module: ModuleRequest, tree: Path, entries: list[dict[str, Any]]) -> None:
-    """Read every file back (sha256, fs-verity digest) and compare with what is expected."""
-    problems: list[str] = []
-    for entry in entries:
-        if entry["type"] != layer_reader.FILE:
-            continue
-        path = tree / entry["path"]
-        sha, entry["verity"] = _digests(path)
-        if sha != entry["sha256"]:
-            problems.append(f"{entry['path']}: sha256 on disk {sha}, streamed {entry['sha256']}")
-    if module.files is not None:
-        problems += _against_expected(module, entries)
+def check_files(module: ModuleRequest, entries: list[dict[str, Any]]) -> None:
+    """When the payload lists the module's files: the files and their digests must match."""
+    if module.files is None:
+        return
+    problems = _against_expected(module, entries)
     if problems:
         shown = problems[:MAX_REASONS]
         more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
@@ -310,26 +226,3 @@ def _against_expected(module: ModuleRequest, entries: Sequence[dict[str, Any]]) 
         if expected.verity is not None and expected.verity != entry["verity"]:
             problems.append(f"{path}: fs-verity {entry['verity']}, expected {expected.verity}")
     return sorted(problems)
-
-
-SMALL_FILE = 16 << 20
-"""Files up to this size are read once for both digests (most module files are small)."""
-
-
-def _digests(path: Path) -> tuple[str, str]:
-    """(sha256 hex, fs-verity digest) of the file on disk, reading it once when it is small."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size <= SMALL_FILE:
-            data = handle.read()
-            return hashlib.sha256(data).hexdigest(), fsverity_digest_bytes(data)
-    return _sha256_file(path), fsverity_digest_file(path)
-
-
-def _sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
