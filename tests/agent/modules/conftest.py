@@ -12,7 +12,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from powernode.agent.modules.generations import Generations
-from powernode.agent.modules.mounts import MountError, can_mount, mount_overlay, unmount
+from powernode.agent.modules.mounts import (
+    MountError,
+    build_erofs,
+    can_mount,
+    mount_erofs,
+    mount_overlay,
+    unmount,
+)
 from powernode.artifacts.keyless import SigningAuthority
 from powernode.artifacts.signing import KeySigner
 from powernode.modules.store import ContentStore
@@ -88,6 +95,24 @@ def overlay_works(tmp_path_factory: pytest.TempPathFactory) -> bool:
     except MountError:
         return False
     unmount(work / "root")
+    return True
+
+
+@pytest.fixture(scope="session")
+def erofs_works(overlay_works: bool, tmp_path_factory: pytest.TempPathFactory) -> bool:
+    """Whether the tests can build EROFS images and mount them (mkfs.erofs, kernel, root)."""
+    if not overlay_works:
+        return False
+    work = tmp_path_factory.mktemp("erofs-probe")
+    (work / "tree").mkdir()
+    (work / "tree" / "probe").write_bytes(b"probe\n")
+    (work / "mounted").mkdir()
+    try:
+        build_erofs(work / "tree", work / "probe.erofs", identity="probe", epoch=0)
+        mount_erofs(work / "probe.erofs", work / "mounted")
+    except MountError:
+        return False
+    unmount(work / "mounted")
     return True
 
 

@@ -259,12 +259,15 @@ async def apply(
     modules: Sequence[Mapping[str, Any]],
     *,
     overlay: bool = True,
+    activation: ActivationOptions | None = None,
     limits: Limits | None = None,
     check: PostCheck | None = None,
     **payload: Any,
 ) -> ApplyResult:
     """Run apply_modules on a payload built from `modules` and any other payload fields;
-    `check` is a Python post-check (the payload's `post_check` is an argv)."""
+    `check` is a Python post-check (the payload's `post_check` is an argv); `activation`
+    replaces `overlay` when given."""
     request = parse_request({"modules": [dict(m) for m in modules], **payload})
-    options = ApplyOptions(activation=ActivationOptions(overlay=overlay), limits=limits or Limits())
+    activation = activation or ActivationOptions(overlay=overlay)
+    options = ApplyOptions(activation=activation, limits=limits or Limits())
     return await apply_modules(state, request, options, post_check=check)

@@ -5,9 +5,14 @@ defines it: an upper file, symlink or directory hides a lower non-directory; an 
 symlink hides a lower directory and all of it; directories present in consecutive layers merge,
 and a merged directory shows the metadata of its topmost copy.
 
-- Overlay (preferred): a read-only overlay mount of the trees on `root` (no upper layer). Tried
-  when enabled and the agent is root; any mount failure (EPERM in a container, no overlay
-  support) falls back to:
+- Overlay (preferred): a read-only overlay mount on `root` (no upper layer). Tried when enabled
+  and the agent is root. Its lower layers are, where `mkfs.erofs` is installed and the kernel
+  mounts EROFS, each tree built into a reproducible EROFS image (`images/`, built once and kept
+  for remounts) and loop-mounted read-only (`lowers/`): a compact, read-only filesystem per
+  module, whatever the trees' filesystem. Any failure there (no tool, no EROFS in the kernel, a
+  mount refused) falls back to the trees themselves as lower directories; the generation
+  records which (`lowers`) and why (`erofs_error`). Any overlay mount failure (EPERM in a
+  container, no overlay support) falls back to:
 - Materialized: the same union built as a real tree of hard links to the trees' files (copies
   where the filesystem refuses links), so it costs no second copy of the data.
 
@@ -21,6 +26,7 @@ materializes it, if mounting is no longer possible) before anything else touches
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -32,7 +38,9 @@ from pathlib import Path
 from powernode.agent.modules import fsverity, mounts
 from powernode.agent.modules.errors import ActivationFailed
 from powernode.agent.modules.generations import (
+    DIRECTORIES,
     ENABLED,
+    EROFS,
     MATERIALIZED,
     OVERLAY,
     UNSUPPORTED,
@@ -48,6 +56,10 @@ class ActivationOptions:
 
     overlay: bool = True
     """Try a read-only overlay mount first (needs root and a kernel that allows it)."""
+    erofs: bool = True
+    """Make the overlay's lower layers mounted EROFS images of the trees, where possible."""
+    mkfs_erofs: str = mounts.MKFS_EROFS
+    """The `mkfs.erofs` to run (a name on PATH or a path)."""
 
 
 def seal(generation_dir: Path, modules: Sequence[VerifiedModule]) -> str:
@@ -78,16 +90,73 @@ def make_root(generation: Generation, options: ActivationOptions) -> Generation:
     """Build `generation.root` (overlay, else materialized); the generation as built."""
     why = mounts.can_mount() if options.overlay else "overlay mounts are disabled on this node"
     if why is None:
+        erofs_error: str | None = "EROFS lowers are disabled on this node"
+        if options.erofs:
+            erofs_error = mount_images(generation, options.mkfs_erofs)
+        if erofs_error is None:
+            try:
+                built = replace(generation, lowers=EROFS, erofs_error=None)
+                mounts.mount_overlay(built.lower_dirs, built.root)
+                return replace(built, mode=OVERLAY, mount_error=None)
+            except mounts.MountError as exc:
+                erofs_error = f"overlay over the EROFS mounts: {exc}"
+                unmount_images(generation)
         try:
-            mounts.mount_overlay(generation.layers, generation.root)
-            return replace(generation, mode=OVERLAY, mount_error=None)
+            built = replace(generation, lowers=DIRECTORIES, erofs_error=erofs_error)
+            mounts.mount_overlay(built.lower_dirs, built.root)
+            return replace(built, mode=OVERLAY, mount_error=None)
         except mounts.MountError as exc:
             why = str(exc)
     try:
-        materialize(list(reversed(generation.layers)), generation.root)
+        materialize(list(reversed(generation.trees)), generation.root)
     except OSError as exc:
         raise ActivationFailed(None, f"cannot materialize {generation.root}: {exc}") from exc
-    return replace(generation, mode=MATERIALIZED, mount_error=why)
+    return replace(generation, mode=MATERIALIZED, mount_error=why, lowers=None, erofs_error=None)
+
+
+def mount_images(generation: Generation, tool: str = mounts.MKFS_EROFS) -> str | None:
+    """Mount every tree's EROFS image (built first where missing); None, or why not (and then
+    nothing of it stays mounted)."""
+    try:
+        for module, image, mount_point in generation.images:
+            if not image.exists():
+                build_image(generation.path / module.tree, image, module.digest, tool)
+            mount_point.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if not mounts.is_mounted(mount_point):
+                mounts.mount_erofs(image, mount_point)
+    except (mounts.MountError, OSError) as exc:
+        unmount_images(generation)
+        return str(exc)
+    return None
+
+
+def unmount_images(generation: Generation) -> None:
+    """Unmount whatever of the generation's EROFS images is mounted (best effort)."""
+    for _, _, mount_point in reversed(generation.images):
+        with contextlib.suppress(mounts.MountError):
+            mounts.unmount(mount_point)
+
+
+def build_image(tree: Path, image: Path, identity: str, tool: str = mounts.MKFS_EROFS) -> None:
+    """The EROFS image of `tree` at `image`, complete or absent (built aside, then renamed)."""
+    image.parent.mkdir(mode=0o755, exist_ok=True)
+    partial = image.with_name(image.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        mounts.build_erofs(tree, partial, identity=identity, epoch=newest_mtime(tree), tool=tool)
+        os.chmod(partial, 0o444)
+        os.replace(partial, image)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def newest_mtime(tree: Path) -> int:
+    """The newest mtime (whole seconds) of anything in `tree`, itself included."""
+    newest = int(os.lstat(tree).st_mtime)
+    for directory, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            newest = max(newest, int(os.lstat(os.path.join(directory, name)).st_mtime))
+    return newest
 
 
 def ensure_mounted(generations: Generations, options: ActivationOptions) -> None:

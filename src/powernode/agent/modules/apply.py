@@ -66,15 +66,19 @@ class ApplyResult:
     verity: str | None
     mode: str | None
     root: str
+    lowers: str | None = None
+    """An overlay root's lower layers: "erofs" (mounted images) or "directories"."""
 
     def document(self) -> dict[str, Any]:
-        """The task result: {"active", "generation", "rolled_back", "verity", "mode", "root"}."""
+        """The task result: {"active", "generation", "rolled_back", "verity", "mode", "lowers",
+        "root"}."""
         return {
             "active": dict(self.active),
             "generation": self.generation,
             "rolled_back": self.rolled_back,
             "verity": self.verity,
             "mode": self.mode,
+            "lowers": self.lowers,
             "root": self.root,
         }
 
@@ -212,4 +216,5 @@ def _result(
         generation.verity,
         generation.mode,
         str(generations.active_root),
+        generation.lowers,
     )

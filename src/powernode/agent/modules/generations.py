@@ -6,6 +6,8 @@
       generations/<n>/
         trees/<ii>-<name>/      a verified module tree (an overlay lower layer)
         trees/<ii>-<name>.json  what was verified in it: every entry with its digests
+        images/<ii>-<name>.erofs  the tree as an EROFS image (EROFS lowers only)
+        lowers/<ii>-<name>/     where that image is mounted read-only (EROFS lowers only)
         base/                   an empty bottom layer (overlay wants two layers)
         root/                   the merged root: an overlay mount point, or a materialized tree
         generation.json         written last: a generation without it is incomplete
@@ -14,7 +16,8 @@
 The active root is `modules/current/root`. `current` is switched atomically (a new symlink
 renamed over it), so a reader sees the old generation or the new one, never a mix. Only the
 current generation and the one before it are kept (`prune`); incomplete generations and staging
-directories left by a crash are removed by `recover`.
+directories left by a crash are removed by `recover`. A generation is deleted only once its root
+and then its EROFS lowers are unmounted; one that stays mounted is kept.
 
 Concurrency: every change happens under `lock()`; readers need no lock.
 """
@@ -43,6 +46,7 @@ RECORD = "generation.json"
 RECORD_VERSION = 1
 KEEP = 2
 OVERLAY, MATERIALIZED = "overlay", "materialized"
+EROFS, DIRECTORIES = "erofs", "directories"
 ENABLED, UNSUPPORTED = "enabled", "unsupported"
 
 
@@ -70,15 +74,38 @@ class Generation:
     """ENABLED (fs-verity is on for every file) or UNSUPPORTED (the filesystem has none)."""
     mount_error: str | None = None
     """Why the root is materialized when an overlay was wanted."""
+    lowers: str | None = None
+    """An overlay's lower layers: EROFS (mounted images of the trees) or DIRECTORIES (the trees
+    themselves); None for a materialized root."""
+    erofs_error: str | None = None
+    """Why an overlay's lowers are directories when EROFS images were wanted."""
 
     @property
     def root(self) -> Path:
         return self.path / "root"
 
     @property
-    def layers(self) -> list[Path]:
+    def trees(self) -> list[Path]:
         """The module trees, topmost (last module) first, then the empty base."""
         return [self.path / m.tree for m in reversed(self.modules)] + [self.path / "base"]
+
+    @property
+    def images(self) -> list[tuple[ModuleRecord, Path, Path]]:
+        """Each module (bottom first) with its EROFS image and that image's mount point."""
+        found = []
+        for module in self.modules:
+            name = Path(module.tree).name
+            found.append(
+                (module, self.path / "images" / f"{name}.erofs", self.path / "lowers" / name)
+            )
+        return found
+
+    @property
+    def lower_dirs(self) -> list[Path]:
+        """The overlay's lower layers, topmost first: the images' mounts (EROFS) or the trees."""
+        if self.lowers != EROFS:
+            return self.trees
+        return [mount for _, _, mount in reversed(self.images)] + [self.path / "base"]
 
     @property
     def active(self) -> dict[str, str]:
@@ -93,6 +120,8 @@ class Generation:
             "mode": self.mode,
             "verity": self.verity,
             "mount_error": self.mount_error,
+            "lowers": self.lowers,
+            "erofs_error": self.erofs_error,
         }
 
 
@@ -146,7 +175,16 @@ class Generations:
         if not isinstance(doc, dict) or doc.get("version") != RECORD_VERSION:
             return None
         modules = tuple(ModuleRecord(**m) for m in doc["modules"])
-        return Generation(number, path, modules, doc["mode"], doc["verity"], doc.get("mount_error"))
+        return Generation(
+            number,
+            path,
+            modules,
+            doc["mode"],
+            doc["verity"],
+            doc.get("mount_error"),
+            doc.get("lowers", DIRECTORIES if doc["mode"] == OVERLAY else None),
+            doc.get("erofs_error"),
+        )
 
     def numbers(self) -> list[int]:
         """Every generation directory's number, complete or not, ascending."""
@@ -200,15 +238,16 @@ class Generations:
         fsync_dir(self.base)
 
     def remove(self, path: Path) -> bool:
-        """Unmount and delete a generation directory; False (and kept) if it stays mounted."""
-        root = path / "root"
-        try:
-            mounts.unmount(root)
-        except mounts.MountError as exc:
-            log.warning("cannot unmount %s; keeping it: %s", root, exc)
-            return False
-        if mounts.is_mounted(root):
-            return False
+        """Unmount (root, then EROFS lowers) and delete a generation directory; False (and
+        kept) if anything stays mounted."""
+        for mount_point in [path / "root", *lower_mounts(path)]:
+            try:
+                mounts.unmount(mount_point)
+            except mounts.MountError as exc:
+                log.warning("cannot unmount %s; keeping %s: %s", mount_point, path, exc)
+                return False
+            if mounts.is_mounted(mount_point):
+                return False
         remove_tree(path)
         return True
 
@@ -239,10 +278,21 @@ class Generations:
                 self.remove(self.generations / str(number))
 
     def release(self) -> None:
-        """Unmount every generation's root (uninstall, tests); nothing is deleted."""
+        """Unmount every generation's root and EROFS lowers (uninstall, tests); nothing is
+        deleted."""
         for number in self.numbers():
-            with contextlib.suppress(mounts.MountError):
-                mounts.unmount(self.generations / str(number) / "root")
+            path = self.generations / str(number)
+            for mount_point in [path / "root", *lower_mounts(path)]:
+                with contextlib.suppress(mounts.MountError):
+                    mounts.unmount(mount_point)
+
+
+def lower_mounts(path: Path) -> list[Path]:
+    """The EROFS mount points of the generation at `path` (mounted or not)."""
+    lowers = path / "lowers"
+    if not lowers.is_dir():
+        return []
+    return sorted(p for p in lowers.iterdir() if p.is_dir() and not p.is_symlink())
 
 
 def remove_tree(path: Path) -> None:
