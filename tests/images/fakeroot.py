@@ -17,6 +17,9 @@ MODULES_DEP = (
     "kernel/net/core/failover.ko:\n"
     "kernel/drivers/gpu/drm/big.ko:\n"
     "kernel/fs/overlayfs/overlay.ko:\n"
+    "kernel/drivers/block/virtio_blk.ko:\n"
+    "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\n"
+    "kernel/fs/jbd2/jbd2.ko:\n"
 )
 STATUS = (
     "Package: python3\nStatus: install ok installed\nVersion: 3.11.2-1+b1\n\n"
@@ -74,6 +77,7 @@ def write_rootfs_tar(path: Path) -> None:
         _add(tar, "./etc/hostname", b"base\n")
         _add(tar, "./usr/bin/python3.11", b"\x7fELF fake python", mode=0o755)
         _add(tar, "./usr/bin/python3", kind=tarfile.SYMTYPE, mode=0o777, link="python3.11")
+        _add(tar, "./usr/bin/busybox", b"\x7fELF static busybox", mode=0o755)
         _add(tar, "./usr/bin/hardlinked", kind=tarfile.LNKTYPE, link="./usr/bin/python3.11")
         _add(tar, f"./boot/vmlinuz-{KVER}", b"KERNEL" * 100)
         _add(tar, f"./boot/initrd.img-{KVER}", b"INITRD" * 100)
@@ -84,6 +88,9 @@ def write_rootfs_tar(path: Path) -> None:
             "net/core/failover.ko",
             "drivers/gpu/drm/big.ko",
             "fs/overlayfs/overlay.ko",
+            "drivers/block/virtio_blk.ko",
+            "fs/ext4/ext4.ko",
+            "fs/jbd2/jbd2.ko",
         ):
             parts = module.split("/")
             for depth in range(1, len(parts)):
@@ -103,7 +110,6 @@ def install_fake_rootfs(cache_dir: Path, spec: RootfsSpec) -> Path:
     directory.mkdir(parents=True)
     write_rootfs_tar(directory / "rootfs.tar")
     (directory / "vmlinuz").write_bytes(b"KERNEL" * 100)
-    (directory / "initrd.img").write_bytes(b"INITRD" * 100)
     (directory / "modules.dep").write_text(MODULES_DEP)
     (directory / "dpkg-status").write_text(STATUS)
     (directory / "packages.json").write_text(json.dumps(list(spec.packages)))

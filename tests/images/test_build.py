@@ -110,6 +110,9 @@ def test_initramfs_holds_the_node_and_leaves_out_boot_and_unneeded_modules(tmp_p
         "drivers/net/net_failover.ko",
         "net/core/failover.ko",
         "fs/overlayfs/overlay.ko",
+        "drivers/block/virtio_blk.ko",
+        "fs/ext4/ext4.ko",
+        "fs/jbd2/jbd2.ko",
     }
     assert "usr/bin/hardlinked" in names
     image = json.loads((tmp_path / "out" / "build.json").read_text())
@@ -250,3 +253,24 @@ def test_the_payload_holds_everything_the_agent_imports() -> None:
     assert needed <= shipped, sorted(needed - shipped)
     digest = hashlib.sha256()
     assert digest  # keep hashlib used for readers extending this test
+
+
+def test_the_disk_loader_holds_busybox_the_storage_drivers_and_its_init(tmp_path: Path) -> None:
+    request = _request(tmp_path, FILES)
+    _install_rootfs(request)
+    result = build_images(request, lambda _: None)
+    loader = tmp_path / "cache" / "tree" / result.inputs_digest.removeprefix("sha256:")
+    names = _cpio_names(loader / "loader.img")
+    assert {"init", "bin", "usr/bin/busybox", "dev/console"} <= set(names)
+    kernel = f"usr/lib/modules/{KVER}/"
+    assert {n.removeprefix(kernel) for n in names if n.startswith(kernel)} >= {
+        "modules.dep",
+        "kernel/drivers/block/virtio_blk.ko",
+        "kernel/fs/ext4/ext4.ko",
+        "kernel/fs/jbd2/jbd2.ko",
+    }
+    assert f"{kernel}kernel/drivers/gpu/drm/big.ko" not in names
+    raw = subprocess.run(
+        ["zstd", "-dc", str(loader / "loader.img")], capture_output=True, check=True
+    ).stdout
+    assert b"exec switch_root /root /sbin/init" in raw

@@ -28,6 +28,7 @@ from debian.debian_support import Version as DebianVersion
 from powernode.errors import Conflict, Invalid
 from powernode.images import payload
 from powernode.images.initramfs import write_initramfs
+from powernode.images.loader import write_loader
 from powernode.images.rootfs import Rootfs, build_rootfs, rootfs_spec
 from powernode.images.spec import (
     ArchInfo,
@@ -42,7 +43,7 @@ from powernode.modules.store import ContentStore
 
 DEFAULT_EPOCH = 1704067200
 """2024-01-01T00:00:00Z: the timestamp of every file when SOURCE_DATE_EPOCH is not set."""
-TREE_REVISION = "tree-1"
+TREE_REVISION = "tree-2"
 FORMAT_REVISION = "formats-1"
 
 Progress = Callable[[str], None]
@@ -267,8 +268,20 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
         )
         stats = build_tree(rootfs.tar, overlay, tree_dir / "tree.tar", epoch=request.epoch)
         shutil.rmtree(tree_dir / "pyc", ignore_errors=True)
+        progress("tree: writing the disk loader")
+        loader = write_loader(
+            tree_dir / "tree.tar",
+            tree_dir / "loader.img",
+            kernel_version=rootfs.kernel_version,
+            modules_dep=rootfs.modules_dep,
+            epoch=request.epoch,
+        )
         final = request.cache_dir / "tree" / tree_key
-        _finish(tree_dir, final, {"entries": stats.entries, "bytes": stats.bytes})
+        _finish(
+            tree_dir,
+            final,
+            {"entries": stats.entries, "bytes": stats.bytes, "loader_bytes": loader.size},
+        )
         tree_dir = final
     timings["tree"] = time.monotonic() - mark
 
@@ -277,7 +290,7 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
         tree_tar=tree_dir / "tree.tar",
         kernel_version=rootfs.kernel_version,
         vmlinuz=rootfs.vmlinuz,
-        disk_initrd=rootfs.disk_initrd,
+        disk_initrd=tree_dir / "loader.img",
         initramfs=Path(),  # set once the initramfs stage ran
         cmdline=ram_cmdline(request.arch),
         source_date_epoch=request.epoch,

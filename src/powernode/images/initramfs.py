@@ -103,8 +103,7 @@ def write_initramfs(
                 ZSTD_LEVEL, threads=max(1, os.cpu_count() or 1)
             )
             compressor = zstandard.ZstdCompressor(compression_params=params).stream_writer(
-                counted,
-                closefd=False,  # type: ignore[arg-type]
+                cast(IO[bytes], counted), closefd=False
             )
         else:
             compressor = cast(

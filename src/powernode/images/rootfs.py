@@ -2,7 +2,7 @@
 
 Cached by its inputs (suite, mirrors, architecture, package list, builder revision): changing a
 module's files does not rerun it, adding a package does. The stage also extracts what later
-stages need without reading the whole tar again: the kernel, Debian's disk-boot initrd, the
+stages need without reading the whole tar again: the kernel, the
 kernel version and the module dependency table (`modules.dep`).
 
 mmdebstrap runs in unshare mode where user namespaces work (no root needed), in root mode
@@ -24,7 +24,7 @@ from pathlib import Path
 from powernode.errors import Invalid, PowernodeError
 from powernode.images.spec import ArchInfo
 
-BUILDER_REVISION = "rootfs-1"
+BUILDER_REVISION = "rootfs-2"
 """Bumped when what this stage does changes, so cached outputs are rebuilt."""
 
 AGENT_PACKAGES = (
@@ -38,12 +38,21 @@ AGENT_PACKAGES = (
     "udhcpc",
     "e2fsprogs",
     "erofs-utils",
-    "initramfs-tools",
+    "busybox-static",
 )
 """What the agent and the node's init need beside the essential set: Python and the agent's
 libraries, mount (not essential since bookworm), module loading, networking (DHCP),
-filesystems for the state disk and module images,
-and Debian's initrd generator (the disk image boots through its initrd)."""
+filesystems for the state disk and module images, and a static busybox (the disk loader's
+tools, see images/loader.py)."""
+
+NO_INITRD_HOOK = (
+    'chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && '
+    'printf "#!/bin/sh\\n# powernode images make their own initrd (images/loader.py)\\nexit 0\\n" '
+    '> "$1/usr/sbin/update-initramfs" && chmod 755 "$1/usr/sbin/update-initramfs"'
+)
+"""Installed after the essential packages: the kernel's postinst would otherwise build Debian's
+initrd, minutes of work (a quarter of an hour for arm64 under emulation) for a file we do not
+use."""
 
 DPKG_EXCLUDES = (
     "path-exclude=/usr/share/doc/*",
@@ -91,7 +100,6 @@ class Rootfs:
     directory: Path
     tar: Path
     vmlinuz: Path
-    disk_initrd: Path
     kernel_version: str
     modules_dep: dict[str, list[str]]
     """Module file (relative to the kernel's module directory) -> the modules it needs."""
@@ -160,6 +168,7 @@ def build_rootfs(spec: RootfsSpec, cache_dir: Path, *, mode: str, progress: Prog
         "--format=tar",
         f"--include={','.join(spec.packages)}",
         *(f"--dpkgopt={rule}" for rule in DPKG_EXCLUDES),
+        f"--essential-hook={NO_INITRD_HOOK}",
         spec.suite,
         str(tar_path),
         *spec.mirrors,
@@ -194,7 +203,6 @@ def build_rootfs(spec: RootfsSpec, cache_dir: Path, *, mode: str, progress: Prog
 
 def _extract_boot_files(directory: Path) -> None:
     kernels: dict[str, tarfile.TarInfo] = {}
-    initrds: dict[str, tarfile.TarInfo] = {}
     deps: dict[str, tarfile.TarInfo] = {}
     status: tarfile.TarInfo | None = None
     with tarfile.open(directory / "rootfs.tar", "r:") as tar:
@@ -204,20 +212,15 @@ def _extract_boot_files(directory: Path) -> None:
                 status = member
             elif name.startswith("boot/vmlinuz-") and member.isfile():
                 kernels[name.removeprefix("boot/vmlinuz-")] = member
-            elif name.startswith("boot/initrd.img-") and member.isfile():
-                initrds[name.removeprefix("boot/initrd.img-")] = member
             elif name.startswith("usr/lib/modules/") and name.endswith("/modules.dep"):
                 deps[name.split("/")[3]] = member
         if len(kernels) != 1:
             raise BuildToolError(f"expected one kernel in /boot, found {sorted(kernels) or 0}")
         (version,) = kernels
-        if version not in initrds or version not in deps or status is None:
-            raise BuildToolError(
-                f"kernel {version}: its initrd, modules.dep or dpkg status is missing"
-            )
+        if version not in deps or status is None:
+            raise BuildToolError(f"kernel {version}: its modules.dep or dpkg status is missing")
         for member, out in (
             (kernels[version], "vmlinuz"),
-            (initrds[version], "initrd.img"),
             (deps[version], "modules.dep"),
             (status, "dpkg-status"),
         ):
@@ -257,7 +260,6 @@ def load_rootfs(directory: Path) -> Rootfs:
         directory=directory,
         tar=directory / "rootfs.tar",
         vmlinuz=directory / "vmlinuz",
-        disk_initrd=directory / "initrd.img",
         kernel_version=info["kernel_version"],
         modules_dep=parse_modules_dep((directory / "modules.dep").read_text()),
         packages=tuple(json.loads((directory / "packages.json").read_text())),

@@ -121,15 +121,14 @@ class BootInputs:
     arch: ArchInfo
     tree_tar: Path
     """The node's whole root filesystem as an uncompressed tar, deterministic (sorted entries,
-    mtimes clamped to `source_date_epoch`, owners numeric). It contains `/boot/vmlinuz-<kver>`
-    and `/boot/initrd.img-<kver>` (Debian's initramfs-tools initrd, which mounts a root
-    filesystem named on the command line), `/lib/modules/<kver>/` and `/sbin/init` (the
-    powernode init)."""
+    mtimes clamped to `source_date_epoch`, owners numeric). It contains `/boot/vmlinuz-<kver>`,
+    `/usr/lib/modules/<kver>/` and `/sbin/init` (the powernode init)."""
     kernel_version: str
     vmlinuz: Path
     """The kernel, extracted from the tree."""
     disk_initrd: Path
-    """Debian's initrd for booting from a disk (`root=LABEL=pn-root`)."""
+    """The loader initrd for booting from a disk (images/loader.py): it mounts the root named
+    by `root=` (`LABEL=pn-root`) and runs its /sbin/init."""
     initramfs: Path
     """Our RAM-boot initramfs (the initramfs format's file): the whole node, `/init` first."""
     cmdline: str
