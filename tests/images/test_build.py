@@ -23,6 +23,11 @@ from powernode.modules.store import ContentStore
 from tests.images.fakeroot import KVER, install_fake_rootfs
 
 EPOCH = 1_700_000_000
+WHEELS = Path(
+    os.environ.get("POWERNODE_TEST_IMAGE_CACHE")
+    or Path.home() / ".cache" / "powernode-tests" / "images"
+)
+"""Shared across tests and runs: the agent's wheels are downloaded from PyPI once."""
 
 
 def _entries(store: ContentStore, files: dict[str, bytes]) -> list[Entry]:
@@ -59,6 +64,7 @@ def _request(
         cache_dir=cache or tmp / "cache",
         out_dir=tmp / "out",
         epoch=EPOCH,
+        wheel_cache=WHEELS,
     )
 
 
@@ -98,6 +104,8 @@ def test_initramfs_holds_the_node_and_leaves_out_boot_and_unneeded_modules(tmp_p
     assert "usr/sbin/powernode-init" in names
     assert "usr/lib/python3/dist-packages/powernode/agent/main.py" in names
     assert "usr/lib/python3/dist-packages/powernode/agent/boot.py" in names
+    assert "usr/lib/powernode/python/cryptography/__init__.py" in names  # vendored, pinned
+    assert "usr/lib/powernode/python/httpx/__init__.py" in names
     assert "etc/motd" in names
     assert "etc/motd.link" in names
     assert "usr/sbin/pn-tool" in names

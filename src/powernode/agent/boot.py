@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+VENDORED = "/usr/lib/powernode/python"
 STATE_LABEL = "pn-state"
 STATE_DIR = Path("/var/lib/powernode")
 AGENT_LOG = Path("/var/log/powernode-agent.log")
@@ -37,6 +38,8 @@ DRIVERS = (
     "qemu_fw_cfg",
     "e1000",
     "e1000e",
+    "crc32c_generic",  # ext4 needs a crc32c implementation (a soft dependency)
+    "crc32c_intel",
     "ext4",
     "overlay",
     "erofs",
@@ -132,7 +135,7 @@ def mount_state_disk() -> None:
         say(f"state: no disk labelled {STATE_LABEL}; keeping state in memory")
         return
     if run("mount", "-t", "ext4", "-o", "nosuid,nodev", device, str(STATE_DIR)) == 0:
-        say(f"state: {device} mounted at {STATE_DIR}")
+        say(f"state: {device} ({STATE_LABEL}) mounted at {STATE_DIR}")
     else:
         say(f"state: cannot mount {device}; keeping state in memory")
 
@@ -175,7 +178,12 @@ def supervise() -> int:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": "/root"},
+                env={
+                    "PATH": SYSTEM_PATH,
+                    "LANG": "C.UTF-8",
+                    "HOME": "/root",
+                    "PYTHONPATH": VENDORED,  # the agent's libraries, ahead of Debian's
+                },
             )
         started = time.monotonic()
         while _shutdown is None and agent.poll() is None:

@@ -10,6 +10,7 @@ signing roots, and every file's sha256 and fs-verity digest (see agent/modules/r
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -96,3 +97,29 @@ async def record_desired_modules(
         subject_id=node_id,
         payload={"modules": node.desired_modules},
     )
+
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+def as_seen_by_node(
+    task: dict[str, Any], settings: Settings, node_host: str | None
+) -> dict[str, Any]:
+    """An `apply_modules` task as handed to one agent: references to this control plane's
+    registry name the address that agent reached the node API at (a QEMU guest reaches it at
+    its forwarded guest address, not at the control plane's own), so the agent recognises the
+    registry as its control plane and pulls with its mTLS identity."""
+    if task.get("kind") != "apply_modules" or not node_host or not _HOST_PORT.match(node_host):
+        return task
+    ours = urlsplit(node_urls(settings)[0]).netloc
+    if node_host == ours:
+        return task
+    payload = dict(task.get("payload") or {})
+    modules = []
+    for module in payload.get("modules", []):
+        reference = str(module.get("reference", ""))
+        if reference.startswith(f"{ours}/"):
+            module = {**module, "reference": f"{node_host}/{reference[len(ours) + 1 :]}"}
+        modules.append(module)
+    payload["modules"] = modules
+    return {**task, "payload": payload}

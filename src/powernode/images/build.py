@@ -26,7 +26,7 @@ from typing import Any
 from debian.debian_support import Version as DebianVersion
 
 from powernode.errors import Conflict, Invalid
-from powernode.images import payload
+from powernode.images import payload, pydeps
 from powernode.images.initramfs import write_initramfs
 from powernode.images.loader import write_loader
 from powernode.images.rootfs import Rootfs, build_rootfs, rootfs_spec
@@ -93,6 +93,8 @@ class BuildRequest:
     compression: str = "zstd"
     base_url: str = "http://localhost:8080"
     epoch: int = field(default_factory=source_date_epoch)
+    wheel_cache: Path | None = None
+    """Where downloaded wheels are kept (default: the cache directory)."""
 
 
 @dataclass
@@ -234,12 +236,16 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
     timings["rootfs"] = time.monotonic() - started
 
     mark = time.monotonic()
+    guest_python = _guest_python(rootfs)
+    if guest_python is None:
+        raise Invalid("the rootfs has no python3 package; the agent needs it")
     tree_key = _key(
         {
             "revision": TREE_REVISION,
             "rootfs": spec.key(),
             "entries": hashlib.sha256(encode_entries(request.entries)).hexdigest(),
             "payload": payload.payload_digest(),
+        "wheels": pydeps.wheels_key(request.arch.name, guest_python),
             "epoch": request.epoch,
             "template": request.template,
             "modules": request.modules,
@@ -255,7 +261,7 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
         payload.add_payload(
             overlay,
             epoch=request.epoch,
-            guest_python=_guest_python(rootfs),
+            guest_python=guest_python,
             work_dir=tree_dir,
             image_doc={
                 "template": request.template,
@@ -266,8 +272,14 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
                 "inputs_digest": f"sha256:{tree_key}",
             },
         )
+        progress("tree: the agent's Python libraries")
+        wheels = pydeps.fetch_wheels(
+            request.arch.name, guest_python, request.wheel_cache or request.cache_dir
+        )
+        pydeps.add_wheels(overlay, wheels, epoch=request.epoch, work_dir=tree_dir)
         stats = build_tree(rootfs.tar, overlay, tree_dir / "tree.tar", epoch=request.epoch)
         shutil.rmtree(tree_dir / "pyc", ignore_errors=True)
+        shutil.rmtree(tree_dir / "wheels", ignore_errors=True)
         progress("tree: writing the disk loader")
         loader = write_loader(
             tree_dir / "tree.tar",

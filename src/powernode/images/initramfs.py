@@ -88,12 +88,17 @@ def write_initramfs(
     kernel_version: str,
     modules_dep: dict[str, list[str]],
     compression: str = "zstd",
-    drivers: Iterable[str] = DRIVERS,
+    drivers: Iterable[str] | None = DRIVERS,
 ) -> InitramfsStats:
+    """Write the tree as an initramfs; `drivers=None` keeps every kernel module."""
     if compression not in COMPRESSIONS:
         raise Invalid(f"initramfs compression {compression!r}: use one of {COMPRESSIONS}")
     module_dir = f"usr/lib/modules/{kernel_version}/"
-    keep = {module_dir + path for path in module_closure(modules_dep, drivers)}
+    keep = (
+        {module_dir + path for path in module_closure(modules_dep, drivers)}
+        if drivers is not None
+        else None
+    )
     partial = out.with_name(out.name + ".partial")
     with partial.open("wb") as raw:
         counted = _Counting(raw)
@@ -130,7 +135,9 @@ def write_initramfs(
     )
 
 
-def _write_entries(writer: CpioWriter, tree_tar: Path, module_dir: str, keep: set[str]) -> int:
+def _write_entries(
+    writer: CpioWriter, tree_tar: Path, module_dir: str, keep: set[str] | None
+) -> int:
     kept = 0
     with tarfile.open(tree_tar, "r:") as tar:
         for member in tar:
@@ -138,7 +145,7 @@ def _write_entries(writer: CpioWriter, tree_tar: Path, module_dir: str, keep: se
             if name.startswith("boot/"):
                 continue
             if name.startswith(module_dir + "kernel/") and not member.isdir():
-                if name not in keep:
+                if keep is not None and name not in keep:
                     continue
                 kept += 1
             owner = {"uid": member.uid, "gid": member.gid, "mtime": int(member.mtime)}

@@ -33,6 +33,8 @@ DRIVERS = (
     "sd_mod",
     "ahci",
     "nvme",
+    "crc32c_generic",  # ext4 needs a crc32c implementation (a soft dependency)
+    "crc32c_intel",
     "ext4",
 )
 ROOT_WAIT_S = 30

@@ -24,14 +24,11 @@ from pathlib import Path
 from powernode.errors import Invalid, PowernodeError
 from powernode.images.spec import ArchInfo
 
-BUILDER_REVISION = "rootfs-2"
+BUILDER_REVISION = "rootfs-3"
 """Bumped when what this stage does changes, so cached outputs are rebuilt."""
 
 AGENT_PACKAGES = (
     "python3",
-    "python3-httpx",
-    "python3-cryptography",
-    "python3-zstandard",
     "mount",
     "kmod",
     "iproute2",
@@ -40,10 +37,10 @@ AGENT_PACKAGES = (
     "erofs-utils",
     "busybox-static",
 )
-"""What the agent and the node's init need beside the essential set: Python and the agent's
-libraries, mount (not essential since bookworm), module loading, networking (DHCP),
-filesystems for the state disk and module images, and a static busybox (the disk loader's
-tools, see images/loader.py)."""
+"""What the agent and the node's init need beside the essential set: Python (the agent's
+libraries come from PyPI, images/pydeps.py), mount (not essential since bookworm), module
+loading, networking (DHCP), filesystems for the state disk and module images, and a static
+busybox (the disk loader's tools, see images/loader.py)."""
 
 NO_INITRD_HOOK = (
     'chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && '

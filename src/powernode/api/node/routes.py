@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from powernode.api.node.tls import peer_certificate
 from powernode.api.runtime import require_runtime
+from powernode.artifacts.assignment import as_seen_by_node
 from powernode.errors import PowernodeError, Unauthorized
 from powernode.events.log import EventContext, Severity, record_event
 from powernode.fleet import claims
@@ -218,7 +219,7 @@ async def lease(request: Request, caller: NodeDep, body: LeaseIn) -> Any:
     )
     if task is None:
         return Response(status_code=204)
-    return task
+    return as_seen_by_node(task, state.settings, request.headers.get("host"))
 
 
 @router.post("/tasks/{task_id}/progress")
