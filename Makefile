@@ -11,9 +11,10 @@ VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Debian packages the tests and tools use: psql/pg_isready, fsverity, the Distribution registry,
-# skopeo (the supply-chain tests run against both) and mkfs.erofs (EROFS module images). Without
+# skopeo (the supply-chain tests run against both), mkfs.erofs (EROFS module images), socat (qemu
+# guestfwd) and busybox-static (the guest of the qemu boot test). Without
 # root we only say what is missing.
-DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo erofs-utils e2fsprogs fdisk dosfstools mtools grub-common grub-efi-amd64-bin grub-pc-bin xorriso qemu-utils mmdebstrap
+DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo erofs-utils socat busybox-static e2fsprogs fdisk dosfstools mtools grub-common grub-efi-amd64-bin grub-pc-bin xorriso qemu-utils mmdebstrap
 
 POWERNODE_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export POWERNODE_TEST_POSTGRES_URL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,21 @@ async def _ensure_local_provider(session: AsyncSession, clock: Clock) -> None:
     await create_account(session, ctx, AccountCreate(name="local", kind="local"))
 
 
+async def _ensure_qemu_provider(session: AsyncSession, clock: Clock) -> None:
+    """The `qemu` provider account (VMs on this machine) when a qemu-system binary is here."""
+    from sqlalchemy import select
+
+    from powernode.providers.models import ProviderAccount
+    from powernode.providers.service import AccountCreate, create_account
+
+    if not any(shutil.which(b) for b in ("qemu-system-x86_64", "qemu-system-aarch64")):
+        return
+    if await session.scalar(select(ProviderAccount.id).where(ProviderAccount.name == "qemu")):
+        return
+    ctx = EventContext(actor="powernode-init", clock=clock)
+    await create_account(session, ctx, AccountCreate(name="qemu", kind="qemu"))
+
+
 async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
     """Idempotent setup; mints an admin token when none is usable or when `rotate` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,11 +83,13 @@ async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
             await _ensure_local_provider(session, clock)
         async with db.transaction() as session:
             if not rotate and await has_admin_token(session, clock):
+                await _ensure_qemu_provider(session, clock)
                 return InitResult(None, settings.cli_credentials_path, url)
             ctx = EventContext(actor="powernode-init", clock=clock)
             _, token = await create_token(
                 session, ctx, TokenCreate(name="initial-admin", role=Role.ADMIN)
             )
+            await _ensure_qemu_provider(session, clock)
     finally:
         await db.dispose()
     server_url = settings.url or f"http://{settings.host}:{settings.port}"

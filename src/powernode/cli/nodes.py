@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
+from powernode.cli.client import ApiClient, CliError
 from powernode.cli.common import (
     DetailOption,
     LimitOption,
@@ -19,6 +23,7 @@ from powernode.cli.common import (
 )
 from powernode.cli.output import OutputFormat, emit, stderr
 from powernode.cli.params import lookup_id, parse_labels, parse_pairs
+from powernode.errors import Category
 
 app = typer.Typer(help="Nodes: machines in the fleet.", no_args_is_help=True)
 
@@ -169,3 +174,42 @@ def revoke(
         emit(result, output)
     else:
         print("\n".join(result["revoked"]) or "nothing to revoke")
+
+
+@app.command()
+def console(
+    ctx: typer.Context,
+    node: str,
+    tail_bytes: Annotated[
+        int, typer.Option("--tail-bytes", min=1, help="Print at most this many last bytes.")
+    ] = 64 * 1024,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output (every second).")
+    ] = False,
+) -> None:
+    """Print NODE's serial console log (qemu nodes)."""
+    client = state(ctx).client()
+    data, size = _console(client, node, tail_bytes=tail_bytes)
+    out = sys.stdout.buffer
+    out.write(data)
+    out.flush()
+    while follow:
+        time.sleep(1.0)
+        data, size = _console(client, node, tail_bytes=16 * 1024 * 1024, since=size)
+        if data:
+            out.write(data)
+            out.flush()
+
+
+def _console(client: ApiClient, node: str, **params: int) -> tuple[bytes, int]:
+    """Console bytes and the log's size (the `X-Console-Size` header)."""
+    path = f"/api/v1/nodes/{node}/console"
+    try:
+        response = client._http.get(path, params=params)  # raw bytes, not JSON
+    except httpx.HTTPError as exc:
+        raise CliError(
+            f"cannot reach the control plane at {client.base_url} ({exc})", Category.UNAVAILABLE
+        ) from exc
+    if response.status_code >= 400:
+        raise client._error(response)
+    return response.content, int(response.headers.get("x-console-size", "0"))

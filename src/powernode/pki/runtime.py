@@ -181,6 +181,7 @@ def write_server_tls(settings: Settings, ca: CertificateAuthority) -> TlsFiles:
     """A fresh server certificate for the node API (with the intermediate), its key (0600), and
     the bundle client certificates are verified against; written at every `serve` start."""
     names = {"localhost", "127.0.0.1", "::1", node_host(settings), *settings.node_api_names}
+    names.add(settings.qemu_guest_address)  # qemu guests reach the node API there (guestfwd)
     names.discard("0.0.0.0")  # noqa: S104 - naming the wildcard, not binding it
     names.discard("::")
     if node_host(settings) in ("0.0.0.0", "::"):  # noqa: S104

@@ -10,6 +10,7 @@ brought into the wanted state, and the caller fails the node with that reason.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 from powernode.settings import Settings
@@ -39,13 +40,17 @@ class ProviderDriver:
         """Destroy the machine."""
         raise NotImplementedError
 
+    def console_path(self, node_id: uuid.UUID) -> Path | None:
+        """The machine's serial console log, for providers that keep one."""
+        return None
+
     def status(self, node_id: uuid.UUID) -> dict[str, Any]:
         """What the provider knows about the machine (for `node show`)."""
         return {}
 
 
 def driver_for(kind: str, settings: Settings) -> ProviderDriver | None:
-    from powernode.providers import local  # noqa: F401  (registers the built-in drivers)
+    from powernode.providers import local, qemu  # noqa: F401  (registers the built-in drivers)
 
     cls = DRIVERS.get(kind)
     return cls(settings) if cls else None

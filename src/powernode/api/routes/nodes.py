@@ -21,6 +21,7 @@ from powernode.fleet.lifecycle import NODE_LIFECYCLE
 from powernode.fleet.models import Node
 from powernode.fleet.nodes import NodeCreate, NodeFilter, NodeOut, NodeUpdate, node_document
 from powernode.fleet.states import MachineEvent
+from powernode.providers.console import DEFAULT_TAIL_BYTES, console_tail
 from powernode.schemas import ActionRequest, PageOut
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -61,6 +62,27 @@ async def _reread(session: AsyncSession, node_id: uuid.UUID) -> Node:
 async def get_node(session: SessionDep, _: Reader, node: str) -> Response:
     """A node by id or name."""
     return json_response(node_document(await nodes.get_node(session, node)))
+
+
+@router.get(
+    "/{node}/console",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "The console log's tail."}},
+)
+async def node_console(
+    request: Request,
+    session: SessionDep,
+    _: Reader,
+    node: str,
+    tail_bytes: Annotated[int, Query(ge=1, le=16 * 1024 * 1024)] = DEFAULT_TAIL_BYTES,
+    since: Annotated[int | None, Query(ge=0, description="Only bytes after this offset.")] = None,
+) -> Response:
+    """The tail of the node's serial console log (qemu nodes), its size in `X-Console-Size`;
+    404 when its provider keeps no console."""
+    settings = request.app.state.settings
+    data, size = await console_tail(session, settings, node, tail_bytes, since)
+    headers = {"X-Console-Size": str(size)}
+    return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
 
 
 @router.patch("/{node}", response_model=NodeOut)
