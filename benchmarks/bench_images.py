@@ -153,7 +153,7 @@ def boot_once(server: RunningServer, name: str) -> dict[str, float]:
             if http.get(f"/nodes/{name}").json()["state"] == "running":
                 running = time.perf_counter() - start
             time.sleep(0.25)
-    cli(server, "node", "terminate", name)
+    cli(server, "node", "action", name, "terminate")
     if enrolled is None or running is None:
         raise RuntimeError(f"{name} did not enroll within 300 s")
     return {"enrolled_s": round(enrolled, 2), "running_s": round(running, 2)}

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import os
+import select
 import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +48,10 @@ DRIVERS = (
     "overlay",
     "erofs",
     "loop",
+    "evdev",  # the power button, below: how a hypervisor asks for a clean shutdown
+    "button",
+    "gpio_keys",
+    "gpio_pl061",
 )
 """Modules worth loading on any machine we boot; missing ones (built in, or not shipped in this
 image) are skipped."""
@@ -155,6 +163,34 @@ def agent_argv() -> list[str]:
     ]
 
 
+KEY_POWER = 116
+_EV_KEY = 1
+_INPUT_EVENT = struct.Struct("llHHi")
+
+
+def watch_power_button() -> None:
+    """Power off when a power key is pressed (ACPI on amd64, gpio-keys on arm64): what QEMU's
+    `system_powerdown` and a server's button send. Runs in a daemon thread; input devices that
+    appear later (drivers load asynchronously) are picked up on the next scan."""
+    handles: dict[str, int] = {}
+    while _shutdown is None:
+        for device in glob.glob("/dev/input/event*"):
+            if device not in handles:
+                with contextlib.suppress(OSError):
+                    handles[device] = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
+        readable, _, _ = select.select(list(handles.values()), [], [], 2.0)
+        for fd in readable:
+            try:
+                data = os.read(fd, _INPUT_EVENT.size * 64)
+            except OSError:
+                continue
+            for offset in range(0, len(data) - _INPUT_EVENT.size + 1, _INPUT_EVENT.size):
+                _, _, kind, code, value = _INPUT_EVENT.unpack_from(data, offset)
+                if kind == _EV_KEY and code == KEY_POWER and value == 1:
+                    say("power button pressed")
+                    _on_signal(signal.SIGTERM, None)
+
+
 def _on_signal(signum: int, _frame: object) -> None:
     global _shutdown
     _shutdown = signum
@@ -239,6 +275,7 @@ def init() -> None:
         ctypes.CDLL(None).reboot(0)  # LINUX_REBOOT_CMD_CAD_OFF
     step("mounting kernel filesystems", mount_kernel_filesystems)
     step("loading drivers", load_drivers)
+    threading.Thread(target=watch_power_button, name="power-button", daemon=True).start()
     step("network", start_network)
     step("state disk", mount_state_disk)
     signum: int = signal.SIGTERM
