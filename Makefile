@@ -12,9 +12,11 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests and tools use: psql/pg_isready, fsverity, the Distribution registry,
 # skopeo (the supply-chain tests run against both), mkfs.erofs (EROFS module images), socat (qemu
-# guestfwd) and busybox-static (the guest of the qemu boot test). Without
-# root we only say what is missing.
-DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo erofs-utils socat busybox-static e2fsprogs fdisk dosfstools mtools grub-common grub-efi-amd64-bin grub-pc-bin xorriso qemu-utils mmdebstrap
+# guestfwd) and busybox-static (the guest of the qemu boot test); for boot images and the qemu
+# provider: mmdebstrap (with uidmap for unshare mode, qemu-user-static + binfmt-support +
+# arch-test for arm64 on amd64), cpio, zstd, the disk/ISO tools, QEMU and its UEFI firmware.
+# Without root we only say what is missing.
+DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo erofs-utils socat busybox-static e2fsprogs fdisk dosfstools mtools grub-common grub-efi-amd64-bin grub-pc-bin xorriso qemu-utils mmdebstrap uidmap cpio zstd qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64 qemu-user-static binfmt-support arch-test
 
 POWERNODE_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export POWERNODE_TEST_POSTGRES_URL
@@ -22,9 +24,9 @@ export POWERNODE_TEST_POSTGRES_URL
 DEMO_DIR := $(CURDIR)/.demo
 PYTEST_ARGS ?=
 
-.PHONY: setup venv deb-packages test demo lint bench clean distclean
+.PHONY: setup venv deb-packages binfmt test demo lint bench clean distclean
 
-setup: deb-packages $(STAMP)
+setup: deb-packages binfmt $(STAMP)
 
 venv: $(STAMP)
 
@@ -53,6 +55,15 @@ deb-packages:
 		echo "  install them with: sudo apt-get install$$missing"; \
 	fi
 
+# arm64 images are built on amd64 through qemu-user: binfmt_misc must be mounted and the
+# qemu-aarch64 handler enabled (as root; `arch-test arm64` says whether it works).
+binfmt:
+	@if [ "$$(id -u)" = 0 ] && command -v update-binfmts >/dev/null 2>&1; then \
+		[ -e /proc/sys/fs/binfmt_misc/status ] || \
+			mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true; \
+		update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true; \
+	fi
+
 test: setup
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
@@ -72,6 +83,7 @@ bench: setup
 	$(VENV_PY) benchmarks/bench_events.py
 	$(VENV_PY) benchmarks/bench_nodes.py
 	$(VENV_PY) benchmarks/bench_activation.py
+	$(VENV_PY) benchmarks/bench_images.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build dist .hypothesis
