@@ -282,3 +282,18 @@ def test_the_disk_loader_holds_busybox_the_storage_drivers_and_its_init(tmp_path
         ["zstd", "-dc", str(loader / "loader.img")], capture_output=True, check=True
     ).stdout
     assert b"exec switch_root /root /sbin/init" in raw
+
+
+def test_the_cache_keeps_the_most_recently_used_stages(tmp_path: Path) -> None:
+    from powernode.images.build import prune_cache
+
+    for i in range(6):
+        stage = tmp_path / "tree" / f"t{i}"
+        stage.mkdir(parents=True)
+        (stage / "done.json").write_text("{}")
+        os.utime(stage / "done.json", (1_000 + i, 1_000 + i))
+    (tmp_path / "tree" / "t9.partial").mkdir()  # a build in progress is never touched
+    os.utime(tmp_path / "tree" / "t0" / "done.json")  # just used
+    removed = prune_cache(tmp_path, keep=3)
+    assert sorted(p.name for p in removed) == ["t1", "t2", "t3"]
+    assert sorted(p.name for p in (tmp_path / "tree").iterdir()) == ["t0", "t4", "t5", "t9.partial"]

@@ -13,6 +13,7 @@ timestamp: the same inputs give byte-identical initramfs files and OCI digests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -203,9 +204,40 @@ def _guest_python(rootfs: Rootfs) -> tuple[int, int] | None:
         return None
 
 
+KEEP_STAGES = 4
+"""Stage directories of each kind kept in the cache, most recently used first."""
+
+
+def prune_cache(cache_dir: Path, keep: int = KEEP_STAGES) -> list[Path]:
+    """Remove all but the `keep` most recently used rootfs, tree and format-set directories
+    (a stage's use touches its marker file); returns what was removed."""
+    removed: list[Path] = []
+    for kind, marker in (("rootfs", "info.json"), ("tree", "done.json"), ("formats", None)):
+        root = cache_dir / kind
+        if not root.is_dir():
+            continue
+        stages = [p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".partial")]
+
+        def used(path: Path, marker: str | None = marker) -> float:
+            target = path / marker if marker else path
+            return target.stat().st_mtime if target.exists() else 0.0
+
+        for stale in sorted(stages, key=used, reverse=True)[keep:]:
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 def _stage(directory: Path) -> tuple[Path, bool]:
     """(the stage directory, whether it is complete); a partial one is cleared."""
     if (directory / "done.json").exists():
+        _touch(directory / "done.json")
+        _touch(directory.parent)
         return directory, True
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -319,9 +351,13 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
         if fmt == Format.INITRAMFS:
             inputs = _replace(inputs, initramfs=done_fmt.files[1].path)
         timings[fmt.value] = time.monotonic() - mark
+    _touch(formats_root)
     artifacts = [results[f] for f in request.formats]
     request.out_dir.mkdir(parents=True, exist_ok=True)
     published = [_publish(r, request.out_dir / r.format.value) for r in artifacts]
+    removed = prune_cache(request.cache_dir)
+    if removed:
+        progress(f"cache: removed {len(removed)} stage(s) not used recently")
     timings["total"] = time.monotonic() - started
     result = BuildResult(
         inputs_digest=f"sha256:{tree_key}",

@@ -11,6 +11,7 @@ otherwise; a foreign architecture needs qemu-user binfmt support (`arch-test ARC
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -149,6 +150,8 @@ def build_rootfs(spec: RootfsSpec, cache_dir: Path, *, mode: str, progress: Prog
     exists only once complete)."""
     final = cache_dir / "rootfs" / spec.key()
     if (final / "info.json").exists():
+        with contextlib.suppress(OSError):
+            os.utime(final / "info.json")
         progress("rootfs: cached")
         return load_rootfs(final)
     if shutil.which("mmdebstrap") is None:
