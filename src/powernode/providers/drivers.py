@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
+from powernode.db.engine import Database
 from powernode.settings import Settings
 
 DRIVERS: dict[str, type[ProviderDriver]] = {}
@@ -25,8 +26,11 @@ class ProviderDriver:
         super().__init_subclass__(**kwargs)
         DRIVERS[cls.kind] = cls
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
+        self.db = db
+        """The control plane's database, for drivers that read what a machine should boot
+        (None where a driver is used without one: status, console)."""
 
     async def start(self, node_id: uuid.UUID, seed: dict[str, Any]) -> None:
         """Create the machine if needed and run its agent with `seed`."""
@@ -49,8 +53,10 @@ class ProviderDriver:
         return {}
 
 
-def driver_for(kind: str, settings: Settings) -> ProviderDriver | None:
+def driver_for(
+    kind: str, settings: Settings, db: Database | None = None
+) -> ProviderDriver | None:
     from powernode.providers import local, qemu  # noqa: F401  (registers the built-in drivers)
 
     cls = DRIVERS.get(kind)
-    return cls(settings) if cls else None
+    return cls(settings, db) if cls else None

@@ -275,12 +275,12 @@ class QemuDriver(ProviderDriver):
         return self.vm_files(node_id).console
 
     async def _facts(self, node_id: uuid.UUID) -> NodeFacts:
-        # Drivers get settings, not the database: a short-lived engine for these reads.
         from powernode.fleet.models import Node
         from powernode.providers.models import ProviderAccount
         from powernode.templates.models import Template
 
-        db = Database(self.settings.effective_database_url, pool_size=1)
+        # The runtime hands its database over; used alone, the driver opens a short-lived one.
+        db = self.db or Database(self.settings.effective_database_url, pool_size=1)
         try:
             async with db.read_sessions() as session:
                 node = await session.get(Node, node_id)
@@ -304,7 +304,8 @@ class QemuDriver(ProviderDriver):
                 artifact = await self._artifact(session, node.template_id, name, node.arch, parsed)
                 return NodeFacts(arch=node.arch, account=parsed, artifact=artifact)
         finally:
-            await db.dispose()
+            if db is not self.db:
+                await db.dispose()
 
     async def _artifact(
         self,

@@ -50,7 +50,7 @@ class ProviderRuntime:
             if node is None or node.provider_account_id is None:
                 return None
             account = await session.get(ProviderAccount, node.provider_account_id)
-        return driver_for(account.kind, self.settings) if account else None
+        return driver_for(account.kind, self.settings, self.db) if account else None
 
     async def node_created(self, node_id: uuid.UUID, ctx: EventContext) -> None:
         """A node on a provider with a driver is provisioned right away."""
