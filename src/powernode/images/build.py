@@ -277,7 +277,7 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
             "rootfs": spec.key(),
             "entries": hashlib.sha256(encode_entries(request.entries)).hexdigest(),
             "payload": payload.payload_digest(),
-        "wheels": pydeps.wheels_key(request.arch.name, guest_python),
+            "wheels": pydeps.wheels_key(request.arch.name, guest_python),
             "epoch": request.epoch,
             "template": request.template,
             "modules": request.modules,

@@ -53,9 +53,7 @@ class ProviderDriver:
         return {}
 
 
-def driver_for(
-    kind: str, settings: Settings, db: Database | None = None
-) -> ProviderDriver | None:
+def driver_for(kind: str, settings: Settings, db: Database | None = None) -> ProviderDriver | None:
     from powernode.providers import local, qemu  # noqa: F401  (registers the built-in drivers)
 
     cls = DRIVERS.get(kind)
