@@ -272,3 +272,34 @@ def test_arm64_artifacts_are_built_and_have_the_right_structure(
     )
     assert config["architecture"] == "arm64"
     assert config["config"]["Labels"]["containers.bootc"] == "1"
+
+
+def test_the_arm64_initramfs_boots_under_tcg_and_runs_a_task(server: RunningServer) -> None:
+    """qemu-system-aarch64 emulating a Cortex-class CPU on this amd64 machine: slower than the
+    amd64 guest, still within the boot timeout."""
+    listed = json.loads(
+        cli(server, "image", "list", "--template", "edge", "--arch", "arm64", "--output", "json")
+    )
+    if not any(a["format"] == "initramfs" for a in listed):
+        pytest.skip("needs the arm64 artifacts the previous test built")
+    cli(
+        server,
+        "node",
+        "create",
+        "vm3",
+        "--provider",
+        "qemu",
+        "--template",
+        "edge",
+        "--arch",
+        "arm64",
+    )
+    _wait_running(server, "vm3")
+    shell = _run_task(
+        server,
+        {"kind": "shell", "node": "vm3", "payload": {"argv": ["uname", "-m"], "timeout_s": 60}},
+        180,
+    )
+    assert shell["state"] == "succeeded", shell
+    assert shell["result"]["stdout"].strip() == "aarch64"
+    _terminate(server, "vm3")
