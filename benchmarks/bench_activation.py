@@ -19,10 +19,14 @@ is removed, and its writeback flushed, before the clock starts):
 
 - ours: the agent's `apply_modules` on the payload the control plane would send (`http://`
   reference, insecure, a trust policy pinning the key, the `files` map with every file's sha256
-  and fs-verity digest): pull (manifest, layer, signatures), check digest and signature, read
-  the layer safely, extract, read every file back (sha256, fs-verity digest), compare with the
-  map, then activate a generation (overlay mount when root, else materialized) in a new state
-  directory;
+  and fs-verity digest): pull the manifest and signatures, check digest and signature, then
+  stream the layer from the registry through the safe reader into the tree while it downloads
+  (each file's sha256 and fs-verity digest computed from the bytes written), compare with the
+  map, then activate a generation in a new state directory: an overlay mount when root, else
+  materialized. `--lowers` picks the overlay's lower layers: EROFS images of the trees where
+  mkfs.erofs and the kernel allow (the agent's default), the tree directories, or `both`
+  (the default: both kinds of run alternate with the peer's, and the ratio and `met` are the
+  EROFS runs'; the directories' go in `ours_directories_lowers`);
 - peer: `skopeo copy --src-tls-verify=false docker://... oci:DIR:TAG`, then
   `tar --zstd -xf LAYER -C OUT`.
 
@@ -31,7 +35,8 @@ Temporary directories are removed, any overlay the activation mounted is unmount
 registry is stopped, whatever happens.
 
 Run from the repository root: `.venv/bin/python benchmarks/bench_activation.py
-[--files N] [--size-mib M] [--repeats R]` (quick: `--files 2000 --size-mib 100`).
+[--files N] [--size-mib M] [--repeats R] [--lowers erofs|directories|both]` (quick:
+`--files 2000 --size-mib 100`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -58,7 +64,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from powernode.agent.modules.activate import ActivationOptions
 from powernode.agent.modules.apply import ApplyOptions, ApplyResult, apply_modules
-from powernode.agent.modules.generations import ENABLED, Generations
+from powernode.agent.modules.generations import (
+    DIRECTORIES,
+    ENABLED,
+    EROFS,
+    Generations,
+    lower_mounts,
+)
 from powernode.agent.modules.mounts import MountError, unmount
 from powernode.agent.modules.request import parse_request
 from powernode.artifacts import media
@@ -79,6 +91,7 @@ if str(ROOT) not in sys.path:
 from tests.artifacts.servers import Registry, start_registry, stop  # noqa: E402
 
 RATIO_TARGET = 0.70
+BOTH = "both"
 NAME, VERSION, REPO = "bench", "1.0", "bench/activation"
 CREATED = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 MTIME = 1_714_564_800
@@ -173,16 +186,16 @@ def release(state: Path) -> None:
     generations = state / "modules" / "generations"
     if generations.is_dir():
         for generation in generations.iterdir():
-            root = generation / "root"
-            if os.path.ismount(root):
-                with contextlib.suppress(MountError):
-                    unmount(root)
-                if os.path.ismount(root):
-                    subprocess.run(["umount", "-l", str(root)], check=False)
+            for mount_point in [generation / "root", *lower_mounts(generation)]:
+                if os.path.ismount(mount_point):
+                    with contextlib.suppress(MountError):
+                        unmount(mount_point)
+                    if os.path.ismount(mount_point):
+                        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def run_ours(
-    run_dir: Path, registry: Registry, published: Published, module: Module
+    run_dir: Path, registry: Registry, published: Published, module: Module, *, erofs: bool = True
 ) -> tuple[float, ApplyResult]:
     state = run_dir / "state"
     state.mkdir(mode=0o700)
@@ -199,7 +212,7 @@ def run_ours(
         ],
         "insecure": True,
     }
-    options = ApplyOptions(activation=ActivationOptions(overlay=True))
+    options = ApplyOptions(activation=ActivationOptions(overlay=True, erofs=erofs))
     started = time.perf_counter()
     request = parse_request(payload)
     result = asyncio.run(apply_modules(state, request, options))
@@ -263,7 +276,7 @@ def summary(times: list[float], layer_bytes: int, file_bytes: int) -> dict[str, 
     }
 
 
-def run(files: int, size_mib: int, repeats: int, seed: int) -> dict[str, Any]:
+def run(files: int, size_mib: int, repeats: int, seed: int, lowers: list[str]) -> dict[str, Any]:
     for tool in ("skopeo", "tar", "zstd", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (make setup)")
@@ -272,7 +285,7 @@ def run(files: int, size_mib: int, repeats: int, seed: int) -> dict[str, Any]:
         (work / "registry").mkdir()
         registry = start_registry(work / "registry")
         try:
-            return _measure(work, registry, files, size_mib, repeats, seed)
+            return _measure(work, registry, files, size_mib, repeats, seed, lowers)
         finally:
             try:
                 clear(work)
@@ -281,7 +294,13 @@ def run(files: int, size_mib: int, repeats: int, seed: int) -> dict[str, Any]:
 
 
 def _measure(
-    work: Path, registry: Registry, files: int, size_mib: int, repeats: int, seed: int
+    work: Path,
+    registry: Registry,
+    files: int,
+    size_mib: int,
+    repeats: int,
+    seed: int,
+    lowers: list[str],
 ) -> dict[str, Any]:
     started = time.perf_counter()
     store = ContentStore(work / "content")
@@ -291,30 +310,39 @@ def _measure(
     published = publish(module, store, work, registry)
     publish_s = time.perf_counter() - started
     shutil.rmtree(store.root)
-    ours: list[float] = []
+    ours: dict[str, list[float]] = {mode: [] for mode in lowers}
     peer: list[float] = []
-    results: list[ApplyResult] = []
+    results: dict[str, list[ApplyResult]] = {mode: [] for mode in lowers}
     load_before = round(os.getloadavg()[0], 2)
 
-    def do_ours(n: int) -> None:
-        elapsed, result = run_ours(fresh(work, f"run-ours-{n}"), registry, published, module)
-        ours.append(elapsed)
-        results.append(result)
+    def do_ours(mode: str, n: int) -> None:
+        run_dir = fresh(work, f"run-ours-{mode}-{n}")
+        elapsed, result = run_ours(run_dir, registry, published, module, erofs=mode == EROFS)
+        ours[mode].append(elapsed)
+        results[mode].append(result)
 
     def do_peer(n: int) -> None:
         peer.append(run_peer(fresh(work, f"run-peer-{n}"), registry, published, module))
 
+    steps: list[Callable[[int], None]] = [functools.partial(do_ours, mode) for mode in lowers]
+    steps.append(do_peer)
     for n in range(repeats):
-        order: list[Callable[[int], None]] = (
-            [do_ours, do_peer] if n % 2 == 0 else [do_peer, do_ours]
-        )
-        for step in order:
+        for step in steps if n % 2 == 0 else reversed(steps):
             step(n)
     clear(work)
-    ratio = statistics.median(peer) / statistics.median(ours)
+    main = lowers[0]
+    ratios = {mode: statistics.median(peer) / statistics.median(ours[mode]) for mode in lowers}
+    others = {
+        f"ours_{mode}_lowers": summary(ours[mode], published.layer_bytes, module.file_bytes)
+        | {
+            "ratio": round(ratios[mode], 3),
+            "activation_lowers": "/".join(sorted({str(r.lowers) for r in results[mode]})),
+        }
+        for mode in lowers[1:]
+    }
     return {
         "benchmark": "pull + verify + activate vs skopeo copy + tar -x",
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": machine_info() | {"loadavg_1m_before_runs": load_before},
         "parameters": {
             "files": files,
@@ -328,14 +356,16 @@ def _measure(
             "seed": seed,
         },
         "setup_s": {"generate": round(generate_s, 1), "build_sign_push": round(publish_s, 1)},
-        "ours": summary(ours, published.layer_bytes, module.file_bytes),
+        "ours": summary(ours[main], published.layer_bytes, module.file_bytes),
         "peer": summary(peer, published.layer_bytes, module.file_bytes),
-        "ratio": round(ratio, 3),
+        "ratio": round(ratios[main], 3),
         "target": f"ratio >= {RATIO_TARGET}",
-        "met": ratio >= RATIO_TARGET,
-        "activation_mode": "/".join(sorted({str(r.mode) for r in results})),
-        "fs_verity": "/".join(sorted({str(r.verity) for r in results})),
-        "fs_verity_enabled": all(r.verity == ENABLED for r in results),
+        "met": ratios[main] >= RATIO_TARGET,
+        "activation_mode": "/".join(sorted({str(r.mode) for r in results[main]})),
+        "activation_lowers": "/".join(sorted({str(r.lowers) for r in results[main]})),
+        **others,
+        "fs_verity": "/".join(sorted({str(r.verity) for r in results[main]})),
+        "fs_verity_enabled": all(r.verity == ENABLED for r in results[main]),
     }
 
 
@@ -345,10 +375,19 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--lowers",
+        choices=[EROFS, DIRECTORIES, BOTH],
+        default=BOTH,
+        help="the overlay's lower layers for ours: EROFS images where possible (the agent's "
+        "default), the tree directories, or both in the same run (the default; the ratio and "
+        "`met` are EROFS's)",
+    )
     args = parser.parse_args()
     if args.files < 1 or args.size_mib < 1 or args.repeats < 1:
         parser.error("--files, --size-mib and --repeats must be positive")
-    result = run(args.files, args.size_mib, args.repeats, args.seed)
+    lowers = [EROFS, DIRECTORIES] if args.lowers == BOTH else [args.lowers]
+    result = run(args.files, args.size_mib, args.repeats, args.seed, lowers)
     print(json.dumps(result, indent=2))
     return 0 if result["met"] else 1
 

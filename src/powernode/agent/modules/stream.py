@@ -10,8 +10,8 @@ past the declared size, so a longer blob is refused by that check without being 
 Contract: when `stream_blob` returns or raises, the worker thread has finished and the response
 is closed. If the consumer fails, the producer stops at its next chunk; if the producer fails
 (registry unreachable, connection cut), the consumer's next read raises `StreamFailed` with
-the cause. Cancelling `stream_blob` makes the consumer's next read raise `StreamFailed` and
-waits for the thread before the cancellation goes on.
+the cause. Cancelling `stream_blob` makes the consumer's next read raise `StreamFailed` (what
+was buffered is dropped) and waits for the thread before the cancellation goes on.
 """
 
 from __future__ import annotations
@@ -75,16 +75,23 @@ class Pipe:
                 self._room.clear()
             await self._room.wait()
 
-    def close(self, error: StreamFailed | None = None, *, drop: bool = False) -> None:
-        """No more data; with `error`, the reader raises it once it has read what came (at
-        its next read, with `drop`). The first close counts."""
+    def close(self, error: StreamFailed | None = None) -> None:
+        """No more data; with `error`, the reader raises it once it has read what came. The
+        first close (or abort) counts."""
         with self._lock:
             if self._eof:
                 return
             self._eof = True
             self._error = error
-            if drop:
-                self._chunks.clear()
+            self._lock.notify_all()
+
+    def abort(self, error: StreamFailed) -> None:
+        """Drop what is buffered: the reader's next read raises `error` (cancellation)."""
+        with self._lock:
+            self._eof = True
+            self._error = error
+            self._chunks.clear()
+            self._buffered = 0
             self._lock.notify_all()
 
     # the reading thread's side
@@ -124,6 +131,7 @@ async def in_thread(func: Callable[..., T], *args: Any) -> T:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         await asyncio.wait([work])
+        _retrieve(work)
         raise
 
 
@@ -137,12 +145,19 @@ async def stream_blob(
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        pipe.close(StreamFailed(f"fetching blob {desc.digest} was cancelled"), drop=True)
+        pipe.abort(StreamFailed(f"fetching blob {desc.digest} was cancelled"))
         await asyncio.wait([work])
+        _retrieve(work)
         raise
     finally:
         feed.cancel()
         await asyncio.wait([feed])
+
+
+def _retrieve(work: asyncio.Future[Any]) -> None:
+    """Mark the outcome of work abandoned to a cancellation as seen (asyncio logs it else)."""
+    if not work.cancelled():
+        work.exception()
 
 
 def _consume(pipe: Pipe, consume: Callable[[Pipe], T]) -> T:
