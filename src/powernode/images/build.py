@@ -16,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
+import pickle
+import queue
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +34,7 @@ from powernode.errors import Conflict, Invalid
 from powernode.images import payload, pydeps
 from powernode.images.initramfs import write_initramfs
 from powernode.images.loader import write_loader
-from powernode.images.rootfs import Rootfs, build_rootfs, rootfs_spec
+from powernode.images.rootfs import BuildToolError, Rootfs, build_rootfs, rootfs_spec
 from powernode.images.spec import (
     ArchInfo,
     BootInputs,
@@ -342,15 +346,35 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
     )
     formats_root = request.cache_dir / "formats" / tree_key
     results: dict[Format, FormatResult] = {}
-    # The initramfs is an input of iso, ipxe and bootc, the disk of qcow2: build them first.
     needed = _with_prerequisites(request.formats)
-    for fmt in needed:
-        mark = time.monotonic()
-        done_fmt = _format_stage(fmt, formats_root, request, rootfs, inputs, results, progress)
-        results[fmt] = done_fmt
-        if fmt == Format.INITRAMFS:
-            inputs = _replace(inputs, initramfs=done_fmt.files[1].path)
-        timings[fmt.value] = time.monotonic() - mark
+
+    def run_lane(lane: Sequence[Format], lane_inputs: BootInputs, report: Progress) -> None:
+        for fmt in lane:
+            mark = time.monotonic()
+            results[fmt] = _format_stage(
+                fmt, formats_root, request, rootfs, lane_inputs, results, report
+            )
+            timings[fmt.value] = time.monotonic() - mark
+
+    # The initramfs is an input of iso, ipxe and bootc, the disk of qcow2. After the initramfs
+    # two lanes run side by side, each in its own process (both are mostly Python reading and
+    # writing tar streams, so threads would take turns on one core): disk then qcow2, and
+    # iso, ipxe, bootc.
+    if Format.INITRAMFS in needed:
+        run_lane((Format.INITRAMFS,), inputs, progress)
+        inputs = _replace(inputs, initramfs=results[Format.INITRAMFS].files[1].path)
+    lanes = [
+        [f for f in lane if f in needed]
+        for lane in ((Format.DISK, Format.QCOW2), (Format.ISO, Format.IPXE, Format.BOOTC))
+    ]
+    lanes = [lane for lane in lanes if lane]
+    if len(lanes) > 1:
+        for fmt, seconds in _run_lanes_in_processes(lanes, inputs, run_lane, progress).items():
+            results[fmt] = load_result(_format_dir(fmt, formats_root, request))
+            timings[fmt.value] = seconds
+    else:
+        for lane in lanes:
+            run_lane(lane, inputs, progress)
     _touch(formats_root)
     artifacts = [results[f] for f in request.formats]
     request.out_dir.mkdir(parents=True, exist_ok=True)
@@ -381,6 +405,64 @@ def _replace(inputs: BootInputs, **changes: Any) -> BootInputs:
     return replace(inputs, **changes)
 
 
+def _run_lanes_in_processes(
+    lanes: Sequence[Sequence[Format]],
+    inputs: BootInputs,
+    run_lane: Callable[[Sequence[Format], BootInputs, Progress], None],
+    progress: Progress,
+) -> dict[Format, float]:
+    """Run each lane in a forked process; relay their progress; the first failure is raised
+    (after the other lane finished, so no stage is left half-written by a killed process)."""
+    context = multiprocessing.get_context("fork")
+    messages: multiprocessing.queues.Queue[tuple[str, Any, Any]] = context.Queue()
+
+    def child(lane: Sequence[Format]) -> None:
+        try:
+            for fmt in lane:
+                mark = time.monotonic()
+                run_lane((fmt,), inputs, lambda message: messages.put(("progress", message, None)))
+                messages.put(("timing", fmt.value, time.monotonic() - mark))
+            messages.put(("done", None, None))
+        except BaseException as exc:
+            try:
+                pickle.dumps(exc)
+                messages.put(("error", exc, None))
+            except Exception:
+                messages.put(("error", BuildToolError(f"{type(exc).__name__}: {exc}"), None))
+        finally:
+            messages.close()
+            messages.join_thread()
+
+    processes = [context.Process(target=child, args=(lane,), daemon=True) for lane in lanes]
+    for process in processes:
+        process.start()
+    timings: dict[Format, float] = {}
+    failure: BaseException | None = None
+    pending = len(processes)
+    while pending:
+        try:
+            kind, value, extra = messages.get(timeout=0.5)
+        except queue.Empty:
+            if not any(p.is_alive() for p in processes):
+                failure = failure or BuildToolError("a format stage process died")
+                break
+            continue
+        if kind == "progress":
+            progress(str(value))
+        elif kind == "timing":
+            timings[Format(value)] = float(extra)
+        elif kind == "done":
+            pending -= 1
+        else:
+            pending -= 1
+            failure = failure or value
+    for process in processes:
+        process.join()
+    if failure is not None:
+        raise failure
+    return timings
+
+
 def _with_prerequisites(formats: Sequence[Format]) -> list[Format]:
     wanted = set(formats)
     if wanted & {Format.ISO, Format.IPXE, Format.BOOTC}:
@@ -389,6 +471,15 @@ def _with_prerequisites(formats: Sequence[Format]) -> list[Format]:
         wanted.add(Format.DISK)
     order = (Format.INITRAMFS, Format.DISK, Format.QCOW2, Format.ISO, Format.IPXE, Format.BOOTC)
     return [f for f in order if f in wanted]
+
+
+def _format_dir(fmt: Format, formats_root: Path, request: BuildRequest) -> Path:
+    params: dict[str, Any] = {"revision": FORMAT_REVISION}
+    if fmt == Format.INITRAMFS:
+        params["compression"] = request.compression
+    if fmt == Format.IPXE:
+        params["base_url"] = request.base_url
+    return formats_root / f"{fmt.value}-{_key(params)[:16]}"
 
 
 def _format_stage(
@@ -400,12 +491,7 @@ def _format_stage(
     results: dict[Format, FormatResult],
     progress: Progress,
 ) -> FormatResult:
-    params: dict[str, Any] = {"revision": FORMAT_REVISION}
-    if fmt == Format.INITRAMFS:
-        params["compression"] = request.compression
-    if fmt == Format.IPXE:
-        params["base_url"] = request.base_url
-    final = formats_root / f"{fmt.value}-{_key(params)[:16]}"
+    final = _format_dir(fmt, formats_root, request)
     directory, done = _stage(final)
     if done:
         progress(f"{fmt.value}: cached")
