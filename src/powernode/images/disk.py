@@ -40,6 +40,7 @@ from powernode.images.spec import (
     FormatResult,
 )
 from powernode.images.tools import ToolFailed, built_file, file_sha256, grub_platform_dir, run
+from powernode.images.tree import file_type
 
 MIB = 1 << 20
 SECTOR = 512
@@ -324,7 +325,7 @@ def _unpack(tree_tar: Path, dest: Path, epoch: int) -> tuple[_Fixups, int]:
             if member.issym():
                 pass
             elif extracted_mode != mode or member.ischr() or member.isblk() or member.isfifo():
-                fixes.append(f"mode 0{stat.S_IFMT(_tar_ifmt(member)) | mode:o}")
+                fixes.append(f"mode 0{file_type(member) | mode:o}")
             if member.ischr() or member.isblk() or member.isfifo():
                 fixes.append(f"mtime @{mtime}")
             fixes += [f"atime @{mtime}", f"ctime @{mtime}", f"crtime @{mtime}"]
@@ -337,18 +338,6 @@ def _unpack(tree_tar: Path, dest: Path, epoch: int) -> tuple[_Fixups, int]:
     for target, mtime in reversed(dir_times):
         os.utime(target, (mtime, mtime))
     return fixups, content
-
-
-def _tar_ifmt(member: tarfile.TarInfo) -> int:
-    if member.isdir():
-        return stat.S_IFDIR
-    if member.ischr():
-        return stat.S_IFCHR
-    if member.isblk():
-        return stat.S_IFBLK
-    if member.isfifo():
-        return stat.S_IFIFO
-    return stat.S_IFREG
 
 
 def _relative(name: str) -> str:
