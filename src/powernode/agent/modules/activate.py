@@ -8,8 +8,9 @@ and a merged directory shows the metadata of its topmost copy.
 - Overlay (preferred): a read-only overlay mount on `root` (no upper layer). Tried when enabled
   and the agent is root. Its lower layers are, where `mkfs.erofs` is installed and the kernel
   mounts EROFS, each tree built into a reproducible EROFS image (`images/`, built once and kept
-  for remounts) and loop-mounted read-only (`lowers/`): a compact, read-only filesystem per
-  module, whatever the trees' filesystem. Any failure there (no tool, no EROFS in the kernel, a
+  for remounts) and loop-mounted read-only (`lowers/`): a read-only filesystem per module,
+  whatever the trees' filesystem (uncompressed: it costs a second copy of the module's bytes on
+  disk, and its build writes them once more). Any failure there (no tool, no EROFS in the kernel, a
   mount refused) falls back to the trees themselves as lower directories; the generation
   records which (`lowers`) and why (`erofs_error`). Any overlay mount failure (EPERM in a
   container, no overlay support) falls back to:
@@ -20,8 +21,9 @@ Sealing: fs-verity is enabled on every file of every tree (so on the materialize
 too) and the kernel's digest compared with the one computed while verifying. Where the
 filesystem lacks fs-verity the generation records `verity: unsupported`.
 
-After a reboot an overlay root is no longer mounted: `ensure_mounted` mounts it again (or
-materializes it, if mounting is no longer possible) before anything else touches generations.
+After a reboot an overlay root is no longer mounted: `ensure_mounted` mounts it again (its kept
+EROFS images first; or materializes it, if mounting is no longer possible) before anything else
+touches generations.
 """
 
 from __future__ import annotations
