@@ -18,8 +18,9 @@ and a merged directory shows the metadata of its topmost copy.
   where the filesystem refuses links), so it costs no second copy of the data.
 
 Sealing: fs-verity is enabled on every file of every tree (so on the materialized root's links
-too) and the kernel's digest compared with the one computed while verifying. Where the
-filesystem lacks fs-verity the generation records `verity: unsupported`.
+too) and the kernel's digest compared with the one computed while verifying, and then on the
+EROFS images built from them. Where the filesystem lacks fs-verity the generation records
+`verity: unsupported`.
 
 After a reboot an overlay root is no longer mounted: `ensure_mounted` mounts it again (its kept
 EROFS images first; or materializes it, if mounting is no longer possible) before anything else
@@ -118,15 +119,18 @@ def make_root(generation: Generation, options: ActivationOptions) -> Generation:
 
 def mount_images(generation: Generation, tool: str = mounts.MKFS_EROFS) -> str | None:
     """Mount every tree's EROFS image (built first where missing); None, or why not (and then
-    nothing of it stays mounted)."""
+    nothing of it stays mounted). Where the trees are sealed with fs-verity the images are too,
+    so the kernel checks every page the loop device reads."""
     try:
         for module, image, mount_point in generation.images:
             if not image.exists():
                 build_image(generation.path / module.tree, image, module.digest, tool)
+            if generation.verity == ENABLED:
+                fsverity.enable(image)
             mount_point.mkdir(mode=0o755, parents=True, exist_ok=True)
             if not mounts.is_mounted(mount_point):
                 mounts.mount_erofs(image, mount_point)
-    except (mounts.MountError, OSError) as exc:
+    except (mounts.MountError, fsverity.VerityError, OSError) as exc:
         unmount_images(generation)
         return str(exc)
     return None
