@@ -73,11 +73,13 @@ class RemoteLayer:
     async def recheck(self, desc: Descriptor, scratch: Path) -> None:
         """Fetch the layer whole into `scratch` (then deleted) checking its digest, to tell a
         damaged or altered copy in the registry (Rejected) from a layer that is bad as signed
-        (no error)."""
+        (no error; nor when the registry cannot be reached now: the first refusal stands)."""
         tmp = scratch / f".recheck-{desc.digest.removeprefix('sha256:')}"
         try:
             with _fetch_errors(self.module, str(self.ref)):
                 await self.client.fetch_blob(self.ref, desc, tmp)
+        except FetchFailed:
+            return
         finally:
             tmp.unlink(missing_ok=True)
 

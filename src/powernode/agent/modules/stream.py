@@ -188,6 +188,8 @@ async def _feed(client: DistributionClient, ref: Reference, desc: Descriptor, pi
         error = StreamFailed(exc.detail, exc)
     except httpx.TransportError as exc:
         error = StreamFailed(f"registry {ref.registry} broke off {what}: {exc}", exc)
+    except Exception as exc:  # the reader must hear of it, whatever it is
+        error = StreamFailed(f"{what} failed: {exc!r}", exc)
     except asyncio.CancelledError:
         error = StreamFailed(f"{what} was cancelled")
         raise
