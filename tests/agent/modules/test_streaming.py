@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from powernode.agent.modules.errors import Rejected
+from powernode.agent.modules.errors import FetchFailed, Rejected
 from powernode.agent.modules.stream import Pipe, StreamFailed, stream_blob
 from powernode.artifacts.layout import OciLayout
 from powernode.artifacts.package import parse_module_manifest
@@ -201,3 +201,86 @@ async def test_cancelling_a_stream_waits_for_the_reading_thread(
 
     assert finished.is_set()
     assert [str(e) for e in seen] == [f"fetching blob {layer.digest} was cancelled"]
+
+
+class CuttingProxy:
+    """A TCP proxy to the registry that closes each connection once it has passed `limit`
+    bytes towards the client: a registry breaking off in the middle of a blob."""
+
+    def __init__(self, upstream: str, limit: int) -> None:
+        self.upstream_host, port = upstream.split(":")
+        self.upstream_port = int(port)
+        self.limit = limit
+        self.server: asyncio.Server | None = None
+        self.cut = 0
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> CuttingProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+
+        async def upwards() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downwards() -> None:
+            passed = 0
+            while data := await up_reader.read(65536):
+                if passed + len(data) > self.limit:
+                    self.cut += 1
+                    return
+                passed += len(data)
+                writer.write(data)
+                await writer.drain()
+
+        pumps = [asyncio.ensure_future(upwards()), asyncio.ensure_future(downwards())]
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.wait(pumps)
+        for side in (writer, up_writer):
+            side.close()
+
+
+async def test_a_registry_that_breaks_off_mid_layer_is_a_fetch_failure(
+    state: Path,
+    store: ContentStore,
+    publisher: KeySigner,
+    tmp_path: Path,
+    registry: Registry,
+    repo: str,
+) -> None:
+    """The connection closes in the middle of the layer: the pull stage fails naming the
+    module, the extraction thread has stopped and the active root is unchanged."""
+    policy = policy_for(publisher)
+    base = publish(store, tmp_path / "base-oci", publisher, name="base", files={"b": b"cut\n"})
+    await apply(state, [module_doc(base, policy)])
+    before = state_snapshot(state)
+    big = publish(
+        store, tmp_path / "web-oci", publisher, name="web", files={"a": os.urandom(2 << 20)}
+    )
+    await pushed(big, registry, repo)
+
+    async with CuttingProxy(registry.host, limit=512 << 10) as proxy:
+        doc = module_doc(big, policy, reference=f"http://{proxy.host}/{repo}:{big.version}")
+        with pytest.raises(FetchFailed, match=r"module web: cannot fetch http://") as caught:
+            await apply(state, [module_doc(base, policy), doc])
+
+    assert proxy.cut >= 1
+    assert "broke off fetching blob" in str(caught.value)
+    assert caught.value.stage == "pull"
+    assert state_snapshot(state) == before
+    assert [t for t in threading.enumerate() if t.name == "module-extract"] == []
