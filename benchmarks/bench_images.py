@@ -104,19 +104,28 @@ def bench_initramfs(
     )
     deps = parse_modules_dep(modules_dep.read_text())
     ours: list[float] = []
+    ours_one_thread: list[float] = []
     peer: list[float] = []
     sizes: dict[str, int] = {}
+    digests: set[str] = set()
     for rep in range(repeats):
-        for which in ("ours", "peer") if rep % 2 == 0 else ("peer", "ours"):
+        order = ("ours", "one", "peer") if rep % 2 == 0 else ("peer", "one", "ours")
+        for which in order:
             out = work / f"{which}.img"
             out.unlink(missing_ok=True)
             subprocess.run(["sync"], check=True)
             start = time.perf_counter()
-            if which == "ours":
-                write_initramfs(
-                    tree_tar, out, kernel_version=kernel, modules_dep=deps, drivers=None
+            if which in ("ours", "one"):
+                stats = write_initramfs(
+                    tree_tar,
+                    out,
+                    kernel_version=kernel,
+                    modules_dep=deps,
+                    drivers=None,
+                    threads=1 if which == "one" else None,
                 )
-                ours.append(time.perf_counter() - start)
+                (ours if which == "ours" else ours_one_thread).append(time.perf_counter() - start)
+                digests.add(stats.sha256)
             else:
                 subprocess.run(  # noqa: S602 - the peer is a shell pipeline
                     f"find . | cpio -o -H newc --quiet | zstd -q -3 -o {out}",
@@ -132,6 +141,11 @@ def bench_initramfs(
         "ours_median_s": round(statistics.median(ours), 3),
         "peer_median_s": round(statistics.median(peer), 3),
         "ratio_ours_over_peer": round(statistics.median(ours) / statistics.median(peer), 3),
+        "ours_one_thread_median_s": round(statistics.median(ours_one_thread), 3),
+        "ratio_one_thread_over_peer": round(
+            statistics.median(ours_one_thread) / statistics.median(peer), 3
+        ),
+        "same_bytes_any_thread_count": len(digests) == 1,
         "target_ratio": 1.2,
         "bytes": sizes,
         "tree_bytes": tree_tar.stat().st_size,
@@ -190,13 +204,20 @@ def main() -> None:
             )
             # Incremental: one file of one module changes (a new module version).
             incremental: dict[str, list[float]] = {"initramfs": [], "all": []}
+            step = 0
             for rep in range(args.repeats):
-                version = f"1.{rep + 1}"
-                import_module(server, work, version, f"change {rep}\n")
-                cli(server, "template", "update", "edge", "--module", f"motd@{version}")
-                incremental["all" if rep % 2 else "initramfs"].append(
-                    timed_build(server, work / f"inc-{rep}", None if rep % 2 else "initramfs")
-                )
+                for kind in ("initramfs", "all") if rep % 2 == 0 else ("all", "initramfs"):
+                    step += 1
+                    version = f"1.{step}"
+                    import_module(server, work, version, f"change {step}\n")
+                    cli(server, "template", "update", "edge", "--module", f"motd@{version}")
+                    incremental[kind].append(
+                        timed_build(
+                            server,
+                            work / f"inc-{step}",
+                            "initramfs" if kind == "initramfs" else None,
+                        )
+                    )
             result["incremental_rebuild"] = {
                 k: {
                     "runs_s": [round(x, 2) for x in v],

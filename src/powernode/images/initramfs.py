@@ -89,8 +89,10 @@ def write_initramfs(
     modules_dep: dict[str, list[str]],
     compression: str = "zstd",
     drivers: Iterable[str] | None = DRIVERS,
+    threads: int | None = None,
 ) -> InitramfsStats:
-    """Write the tree as an initramfs; `drivers=None` keeps every kernel module."""
+    """Write the tree as an initramfs; `drivers=None` keeps every kernel module. zstd uses
+    `threads` workers (default: one per core); the bytes are the same for any number."""
     if compression not in COMPRESSIONS:
         raise Invalid(f"initramfs compression {compression!r}: use one of {COMPRESSIONS}")
     module_dir = f"usr/lib/modules/{kernel_version}/"
@@ -105,7 +107,7 @@ def write_initramfs(
         compressor: IO[bytes]
         if compression == "zstd":
             params = zstandard.ZstdCompressionParameters.from_level(
-                ZSTD_LEVEL, threads=max(1, os.cpu_count() or 1)
+                ZSTD_LEVEL, threads=threads or max(1, os.cpu_count() or 1)
             )
             compressor = zstandard.ZstdCompressor(compression_params=params).stream_writer(
                 cast(IO[bytes], counted), closefd=False
