@@ -27,7 +27,15 @@ import os
 import struct
 from collections.abc import Sequence
 
-__all__ = ["BLOCK_SIZE", "CHUNK_SIZE", "fsverity_digest_bytes", "fsverity_digest_file"]
+__all__ = [
+    "BLOCK_SIZE",
+    "CHUNK_SIZE",
+    "MerkleTree",
+    "file_digest",
+    "fsverity_digest_bytes",
+    "fsverity_digest_file",
+    "hash_blocks",
+]
 
 BLOCK_SIZE = 4096
 """Merkle tree block size in bytes (log_blocksize 12), the `fsverity` and kernel default."""
@@ -46,7 +54,7 @@ _PREFIX = "sha256:"
 _sha256 = hashlib.sha256
 
 
-def _hash_blocks(view: memoryview | bytes) -> bytes:
+def hash_blocks(view: memoryview | bytes) -> bytes:
     """The concatenated SHA-256 of each `BLOCK_SIZE` block of `view`, the last zero-padded."""
     sha256 = _sha256
     size = len(view)
@@ -64,8 +72,9 @@ def _hash_views(views: Sequence[memoryview]) -> bytes:
     return b"".join([h.digest() for h in map(_sha256, views)])
 
 
-class _MerkleTree:
-    """The tree levels above the data, built as the data's block hashes arrive.
+class MerkleTree:
+    """The tree levels above the data, built as the data's block hashes arrive (also used
+    by the agent, which hashes files while it writes them: agent/modules/digests.py).
 
     `_pending[k]` holds the hashes (of level-k blocks) not yet packed into a full level-k+1
     block, so it is always shorter than one block; `_counts[k]` is how many level-k block
@@ -88,7 +97,7 @@ class _MerkleTree:
         full = len(pending) - len(pending) % BLOCK_SIZE
         self._pending[level] = pending[full:]
         if full:
-            self.add(_hash_blocks(memoryview(pending)[:full]), level + 1)
+            self.add(hash_blocks(memoryview(pending)[:full]), level + 1)
 
     def root(self) -> bytes:
         """The root hash; the tree must not be added to afterwards."""
@@ -99,12 +108,12 @@ class _MerkleTree:
                 return self._pending[level]
             if self._pending[level]:
                 pending, self._pending[level] = self._pending[level], b""
-                self.add(_hash_blocks(pending), level + 1)
+                self.add(hash_blocks(pending), level + 1)
             level += 1
         return _EMPTY_ROOT
 
 
-def _file_digest(data_size: int, root_hash: bytes) -> str:
+def file_digest(data_size: int, root_hash: bytes) -> str:
     descriptor = _DESCRIPTOR.pack(
         1, _FS_VERITY_HASH_ALG_SHA256, BLOCK_SIZE.bit_length() - 1, 0, data_size, root_hash, b""
     )
@@ -113,17 +122,17 @@ def _file_digest(data_size: int, root_hash: bytes) -> str:
 
 def fsverity_digest_bytes(data: bytes) -> str:
     """The fs-verity digest of `data` as `sha256:<64 hex>`, as `fsverity digest` prints it."""
-    tree = _MerkleTree()
+    tree = MerkleTree()
     with memoryview(data) as view:
         for start in range(0, len(view), CHUNK_SIZE):
-            tree.add(_hash_blocks(view[start : start + CHUNK_SIZE]))
-    return _file_digest(len(data), tree.root())
+            tree.add(hash_blocks(view[start : start + CHUNK_SIZE]))
+    return file_digest(len(data), tree.root())
 
 
 def fsverity_digest_file(path: str | os.PathLike[str]) -> str:
     """The fs-verity digest of the file at `path`, streamed; raises `OSError` if unreadable."""
     buffer = bytearray(CHUNK_SIZE)
-    tree = _MerkleTree()
+    tree = MerkleTree()
     data_size = 0
     with open(path, "rb", buffering=0) as file, memoryview(buffer) as view:
         blocks = [view[i : i + BLOCK_SIZE] for i in range(0, CHUNK_SIZE, BLOCK_SIZE)]
@@ -140,6 +149,6 @@ def fsverity_digest_file(path: str | os.PathLike[str]) -> str:
                 tree.add(_hash_views(blocks))
                 continue
             if got:
-                tree.add(_hash_blocks(view[:got]))
+                tree.add(hash_blocks(view[:got]))
             break
-    return _file_digest(data_size, tree.root())
+    return file_digest(data_size, tree.root())
