@@ -6,7 +6,9 @@ policy, roots, files}], "insecure", "post_check", "post_check_timeout_s"}). The 
 `<state>/modules/current/root`.
 
 Result {"active": {name: manifest digest}, "generation": n, "rolled_back": false, "verity":
-"enabled" | "unsupported", "mode": "overlay" | "materialized", "root": path}. On failure the task
+"enabled" | "unsupported", "mode": "overlay" | "materialized", "lowers": "erofs" |
+"directories" | null (the overlay's lower layers; null for a materialized root), "root":
+path}. On failure the task
 fails with the same fields describing what is active now (unchanged, or the previous generation
 again with "rolled_back": true after a failed post-check) plus "module" (or null), "stage"
 (pull, verify, activate, post-check, lock) and "reasons".
