@@ -193,6 +193,8 @@ def test_initramfs_boots_under_tcg_enrolls_runs_tasks_and_activates_with_fsverit
     assert applied["state"] == "succeeded", json.dumps(applied)[-3000:]
     assert applied["result"]["active"] == {"motd": digest}
     assert applied["result"]["verity"] == "enabled"  # the guest kernel has fs-verity
+    assert applied["result"]["mode"] == "overlay"
+    assert applied["result"]["lowers"] == "erofs"  # mkfs.erofs images, loop-mounted
     wait_until(
         lambda: _node(server, "vm1")["module_drift"] == "in_sync", 60, "vm1 to report its modules"
     )

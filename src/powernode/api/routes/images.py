@@ -56,8 +56,11 @@ class _QueueReader:
 
 @router.head("/blobs/{sha256}")
 async def has_blob(store: StoreDep, _: Reader, sha256: Sha256) -> Response:
-    """200 when the content is already uploaded (the build skips it), else 404."""
-    return Response(status_code=200 if store.has(sha256) else 404)
+    """200 when the content is already uploaded (the build skips it), else 404. A HEAD has no
+    body; its headers say what a GET-like answer would carry."""
+    if store.has(sha256):
+        return Response(status_code=200, media_type="application/json")
+    return Response(status_code=404, media_type="application/problem+json")
 
 
 @router.put("/blobs/{sha256}", status_code=status.HTTP_201_CREATED)
