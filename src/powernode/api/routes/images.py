@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy import select
 
 from powernode.api.deps import Operator, Reader, SessionDep, StoreDep
+from powernode.api.problems import PROBLEM_RESPONSES
 from powernode.db.crud import commit
 from powernode.errors import Invalid, NotFound
 from powernode.images import service
@@ -27,7 +28,7 @@ from powernode.templates.models import Template
 from powernode.templates.service import get_template
 
 router = APIRouter(prefix="/images", tags=["images"])
-boot_router = APIRouter(prefix="/boot/v1", tags=["boot"])
+boot_router = APIRouter(prefix="/boot/v1", tags=["boot"], responses=PROBLEM_RESPONSES)
 
 MAX_UPLOAD = 64 << 30
 Sha256 = Annotated[str, Path(pattern="^[0-9a-f]{64}$")]
@@ -159,7 +160,12 @@ async def boot_file(session: SessionDep, store: StoreDep, sha256: Sha256, name: 
 
 
 @boot_router.get("/{template}/{arch}/boot.ipxe", response_class=PlainTextResponse)
-async def boot_script(session: SessionDep, request: Request, template: str, arch: str) -> str:
+async def boot_script(
+    session: SessionDep,
+    request: Request,
+    template: str,
+    arch: Annotated[str, Path(pattern="^(amd64|arm64)$")],
+) -> str:
     """An iPXE script booting the template's newest initramfs from this control plane."""
     row, _ = await service.latest(session, template, arch, Format.INITRAMFS)
     kernel, initrd = row.files[0], row.files[1]
