@@ -129,7 +129,7 @@ async def test_failover_on_5xx_and_backoff_between_rounds(
     urls = [node_api.url, dead_url()]
     async with enrolled_client(node_api, tmp_path, urls=urls, sleep=sleep) as client:
         node_api.state.fail_next = 1
-        await client.heartbeat("0.1.0", {})  # 503 from the fake, refused by the dead URL...
+        await client.lease(0)  # 503 from the fake, refused by the dead URL...
         assert len(slept) == 1  # ...so one backoff, then the fake answers
         assert 0.0 <= slept[0] <= 0.5
 
@@ -145,10 +145,27 @@ async def test_unreachable_after_the_allowed_rounds(test_pki: TestPki) -> None:
         [dead_url(), dead_url()], tls.server_context(test_pki.root_pem), rounds=3, sleep=sleep
     )
     async with client:
-        with pytest.raises(Unreachable, match="no control-plane URL answered /heartbeat"):
-            await client.heartbeat("0.1.0", {})
+        with pytest.raises(Unreachable, match="no control-plane URL answered /tasks/lease"):
+            await client.lease(0)
     assert len(slept) == 2
     assert all(0 <= s <= c for s, c in zip(slept, [0.5, 1.0], strict=True))
+
+
+async def test_a_heartbeat_tries_one_round_and_never_backs_off(test_pki: TestPki) -> None:
+    """The heartbeat loop retries an interval later: after a control-plane outage the next beat
+    is due within one interval, not after a backoff grown during the outage."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    client = NodeClient(
+        [dead_url(), dead_url()], tls.server_context(test_pki.root_pem), rounds=None, sleep=sleep
+    )
+    async with client:
+        with pytest.raises(Unreachable, match="no control-plane URL answered /heartbeat"):
+            await client.heartbeat("0.1.0", {})
+    assert slept == []
 
 
 async def test_calls_without_a_client_certificate_are_refused(

@@ -161,9 +161,14 @@ class NodeClient:
         )
 
     async def heartbeat(self, agent_version: str, status: dict[str, Any]) -> Heartbeat:
-        """Report liveness; the answer says when to report next."""
+        """Report liveness; the answer says when to report next. One round over the URLs, no
+        backoff: the heartbeat loop tries again an interval later, so the first beat after an
+        outage arrives within one interval (a backoff grown during a control-plane restart
+        would keep the node unreachable for up to its cap after the control plane is back)."""
         doc = _object(
-            await self._post("/heartbeat", {"agent_version": agent_version, "status": status})
+            await self._post(
+                "/heartbeat", {"agent_version": agent_version, "status": status}, rounds=1
+            )
         )
         return Heartbeat(interval_s=_number(doc, "interval_s"), grace_s=_number(doc, "grace_s"))
 
