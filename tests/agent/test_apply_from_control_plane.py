@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from powernode.agent.modules.generations import Generations
 from powernode.artifacts.signing import KeySigner, sign_manifest
 from powernode.artifacts.trust import public_key_pem
-from powernode.testing import POWERNODE, running_server
+from powernode.testing import POWERNODE, RunningServer, running_server
 from tests.agent.test_against_control_plane import (
     FAST,
     agent_process,
@@ -27,6 +27,27 @@ from tests.agent.test_against_control_plane import (
     wait_until,
 )
 from tests.api.test_distribution import signature_body
+
+
+def sign_and_trust(server: RunningServer, name: str = "motd", version: str = "1.0") -> str:
+    """Sign the module version's artifact with a fresh key, upload the signature and make the
+    module's trust policy pin that key; returns the artifact's manifest digest."""
+    headers = {"Authorization": f"Bearer {server.token}"}
+    digest = httpx.get(
+        f"{server.url}/v2/modules/{name}/manifests/{version}", headers=headers, timeout=120
+    ).headers["Docker-Content-Digest"]
+    key = KeySigner(ec.generate_private_key(ec.SECP256R1()))
+    signature = sign_manifest(digest, f"modules/{name}", key, now=dt.datetime.now(dt.UTC))
+    with api(server) as http:
+        http.post(
+            f"/modules/{name}/versions/{version}/signatures",
+            json=signature_body(signature.tag_artifact()),
+        ).raise_for_status()
+        http.put(
+            f"/modules/{name}/trust-policy",
+            json={"public_keys": [public_key_pem(key.public_key)]},
+        ).raise_for_status()
+    return digest
 
 
 def test_a_signed_module_is_pulled_verified_and_activated_by_a_real_agent(
@@ -43,21 +64,7 @@ def test_a_signed_module_is_pulled_verified_and_activated_by_a_real_agent(
             check=True,
             capture_output=True,
         )
-        headers = {"Authorization": f"Bearer {server.token}"}
-        digest = httpx.get(
-            f"{server.url}/v2/modules/motd/manifests/1.0", headers=headers, timeout=60
-        ).headers["Docker-Content-Digest"]
-        key = KeySigner(ec.generate_private_key(ec.SECP256R1()))
-        signature = sign_manifest(digest, "modules/motd", key, now=dt.datetime.now(dt.UTC))
-        with api(server) as http:
-            http.post(
-                "/modules/motd/versions/1.0/signatures",
-                json=signature_body(signature.tag_artifact()),
-            ).raise_for_status()
-            http.put(
-                "/modules/motd/trust-policy",
-                json={"public_keys": [public_key_pem(key.public_key)]},
-            ).raise_for_status()
+        digest = sign_and_trust(server)
 
         seed = seed_for(server, "edge-m", tmp_path)
         state_dir = tmp_path / "agent"

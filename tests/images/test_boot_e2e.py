@@ -11,7 +11,6 @@ under qemu-user emulation); later runs reuse it, as a real build would.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -19,15 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from powernode.artifacts.signing import KeySigner, sign_manifest
-from powernode.artifacts.trust import public_key_pem
 from powernode.testing import POWERNODE, RunningServer, running_server
 from tests.agent.test_against_control_plane import FAST, api, task, wait_until
-from tests.api.test_distribution import signature_body
+from tests.agent.test_apply_from_control_plane import sign_and_trust
 from tests.images.test_build import _cpio_names
 
 CACHE = Path(
@@ -75,24 +70,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         finally:
             # No VM outlives the tests, whatever happened.
             subprocess.run(["pkill", "-f", f"qemu-system.*{running.data_dir}"], check=False)
-
-
-def _sign_and_trust(server: RunningServer) -> str:
-    headers = {"Authorization": f"Bearer {server.token}"}
-    digest = httpx.get(
-        f"{server.url}/v2/modules/motd/manifests/1.0", headers=headers, timeout=120
-    ).headers["Docker-Content-Digest"]
-    key = KeySigner(ec.generate_private_key(ec.SECP256R1()))
-    signature = sign_manifest(digest, "modules/motd", key, now=dt.datetime.now(dt.UTC))
-    with api(server) as http:
-        http.post(
-            "/modules/motd/versions/1.0/signatures",
-            json=signature_body(signature.tag_artifact()),
-        ).raise_for_status()
-        http.put(
-            "/modules/motd/trust-policy", json={"public_keys": [public_key_pem(key.public_key)]}
-        ).raise_for_status()
-    return digest
 
 
 def _node(server: RunningServer, name: str) -> dict[str, Any]:
@@ -180,7 +157,7 @@ def test_initramfs_boots_under_tcg_enrolls_runs_tasks_and_activates_with_fsverit
     assert shell["state"] == "succeeded", shell
     assert shell["result"]["stdout"].strip() == "x86_64"
 
-    digest = _sign_and_trust(server)
+    digest = sign_and_trust(server)
     applied = _run_task(
         server,
         {
