@@ -24,7 +24,7 @@ import queue
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from powernode.images.spec import (
     Format,
     FormatResult,
 )
+from powernode.images.tools import built_file
 from powernode.images.tree import Item, Overlay, build_tree
 from powernode.modules.entries import DIR, FILE, SYMLINK, Entry, encode_entries
 from powernode.modules.store import ContentStore
@@ -362,7 +363,7 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
     # iso, ipxe, bootc.
     if Format.INITRAMFS in needed:
         run_lane((Format.INITRAMFS,), inputs, progress)
-        inputs = _replace(inputs, initramfs=results[Format.INITRAMFS].files[1].path)
+        inputs = replace(inputs, initramfs=results[Format.INITRAMFS].files[1].path)
     lanes = [
         [f for f in lane if f in needed]
         for lane in ((Format.DISK, Format.QCOW2), (Format.ISO, Format.IPXE, Format.BOOTC))
@@ -397,12 +398,6 @@ def build_images(request: BuildRequest, progress: Progress) -> BuildResult:
         + "\n"
     )
     return result
-
-
-def _replace(inputs: BootInputs, **changes: Any) -> BootInputs:
-    from dataclasses import replace
-
-    return replace(inputs, **changes)
 
 
 def _run_lanes_in_processes(
@@ -499,7 +494,7 @@ def _format_stage(
     progress(f"{fmt.value}: building")
     work = directory / ".work"
     work.mkdir()
-    stage_inputs = _replace(inputs, work_dir=work)
+    stage_inputs = replace(inputs, work_dir=work)
     result = _run_format(fmt, stage_inputs, directory, request, rootfs, results)
     shutil.rmtree(work, ignore_errors=True)
     _finish(directory, final, result_document(result, directory))
@@ -525,7 +520,7 @@ def _run_format(
         )
         return FormatResult(
             format=fmt,
-            files=(built(directory / "vmlinuz"), built(directory / "initramfs.img")),
+            files=(built_file(directory / "vmlinuz"), built_file(directory / "initramfs.img")),
             details={
                 "cmdline": inputs.cmdline,
                 "compression": request.compression,
@@ -537,16 +532,6 @@ def _run_format(
     from powernode.images import formats
 
     return formats.run(fmt, inputs, directory, request.base_url, request.cache_dir, results)
-
-
-def built(path: Path, name: str | None = None) -> BuiltFile:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return BuiltFile(name or path.name, path, digest.hexdigest(), size)
 
 
 def result_document(result: FormatResult, directory: Path) -> dict[str, Any]:

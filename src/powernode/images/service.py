@@ -160,22 +160,30 @@ async def register(
     return row, template.name, True
 
 
+async def newest(
+    session: AsyncSession, template_id: uuid.UUID, arch: str, fmt: str
+) -> BootArtifact | None:
+    """The most recently registered `fmt` artifact of a template for `arch`."""
+    result: BootArtifact | None = await session.scalar(
+        select(BootArtifact)
+        .where(
+            BootArtifact.template_id == template_id,
+            BootArtifact.arch == arch,
+            BootArtifact.format == fmt,
+        )
+        .order_by(BootArtifact.created_at.desc(), BootArtifact.id.desc())
+        .limit(1)
+    )
+    return result
+
+
 async def latest(
     session: AsyncSession, template_ref: str | uuid.UUID, arch: str, fmt: Format
 ) -> tuple[BootArtifact, str]:
     template = await get_template(session, template_ref)
     if arch not in ARCHES:
         raise NotFound(f"unknown architecture {arch!r}")
-    row = await session.scalar(
-        select(BootArtifact)
-        .where(
-            BootArtifact.template_id == template.id,
-            BootArtifact.arch == arch,
-            BootArtifact.format == fmt.value,
-        )
-        .order_by(BootArtifact.created_at.desc(), BootArtifact.id.desc())
-        .limit(1)
-    )
+    row = await newest(session, template.id, arch, fmt.value)
     if row is None:
         raise NotFound(
             f"no {fmt.value} artifact for template {template.name} ({arch}); "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import stat
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -244,13 +243,6 @@ def _copy(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
         setattr(info, attr, getattr(member, attr))
     info.pax_headers = dict(member.pax_headers)
     return info
-
-
-def iter_tree(tree_tar: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    """The entries of a tree tar in order, with the archive to read file data from."""
-    with tarfile.open(tree_tar, "r:") as tar:
-        for member in tar:
-            yield member, tar
 
 
 def file_type(member: tarfile.TarInfo) -> int:

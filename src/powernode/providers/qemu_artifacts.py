@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.errors import NotFound
-from powernode.images.models import BootArtifact
+from powernode.images.service import newest
 from powernode.modules.store import ContentStore
 from powernode.settings import Settings
 
@@ -57,16 +56,7 @@ async def latest_artifact(
 ) -> ArtifactFiles:
     """The newest `fmt` artifact of the template for `arch`; NotFound with the command that
     builds one when there is none, or when its bytes are missing from the content store."""
-    row = await session.scalar(
-        select(BootArtifact)
-        .where(
-            BootArtifact.template_id == template_id,
-            BootArtifact.arch == arch,
-            BootArtifact.format == fmt,
-        )
-        .order_by(BootArtifact.created_at.desc(), BootArtifact.id.desc())
-        .limit(1)
-    )
+    row = await newest(session, template_id, arch, fmt)
     template = template_name or str(template_id)
     if row is None:
         raise NotFound(
