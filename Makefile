@@ -10,13 +10,14 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests and tools use: psql/pg_isready, fsverity, the Distribution registry,
+# Debian packages the tests and tools use: psql/pg_isready, rsync (filter rules are tested against
+# it), fsverity, the Distribution registry,
 # skopeo (the supply-chain tests run against both), mkfs.erofs (EROFS module images), socat (qemu
 # guestfwd) and busybox-static (the guest of the qemu boot test); for boot images and the qemu
 # provider: mmdebstrap (with uidmap for unshare mode, qemu-user-static + binfmt-support +
 # arch-test for arm64 on amd64), cpio, zstd, the disk/ISO tools, QEMU and its UEFI firmware.
 # Without root we only say what is missing.
-DEB_PACKAGES ?= postgresql-client fsverity docker-registry skopeo erofs-utils socat busybox-static e2fsprogs fdisk dosfstools mtools grub-common grub-efi-amd64-bin grub-pc-bin xorriso qemu-utils mmdebstrap uidmap cpio zstd qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64 qemu-user-static binfmt-support arch-test
+DEB_PACKAGES ?= postgresql-client rsync fsverity docker-registry skopeo erofs-utils socat busybox-static e2fsprogs fdisk dosfstools mtools grub-common grub-efi-amd64-bin grub-pc-bin xorriso qemu-utils mmdebstrap uidmap cpio zstd qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64 qemu-user-static binfmt-support arch-test
 
 POWERNODE_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export POWERNODE_TEST_POSTGRES_URL
