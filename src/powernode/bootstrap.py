@@ -14,7 +14,8 @@ from powernode.auth.roles import Role
 from powernode.auth.tokens import TokenCreate, create_token, has_admin_token
 from powernode.clock import Clock, SystemClock
 from powernode.db.engine import Database
-from powernode.db.migrate import upgrade_async
+from powernode.db.migrate import database_error, upgrade_async
+from powernode.errors import Unavailable
 from powernode.events.log import EventContext
 from powernode.settings import Settings
 
@@ -72,7 +73,11 @@ async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
     url = settings.effective_database_url
-    await upgrade_async(url)
+    try:
+        await upgrade_async(url)
+    except Exception as exc:
+        # A refused login or a missing database is the operator's to fix: one line, no traceback.
+        raise Unavailable(database_error(url, exc)) from exc
     db = Database(url)
     clock = SystemClock()
     try:
@@ -82,7 +87,10 @@ async def initialize(settings: Settings, *, rotate: bool = False) -> InitResult:
         async with db.transaction() as session:
             await _ensure_local_provider(session, clock)
         async with db.transaction() as session:
-            if not rotate and await has_admin_token(session, clock):
+            # A usable admin token is enough, unless the local CLI lost its copy: then mint
+            # another one for it (the old token stays valid until someone revokes it).
+            keep = not rotate and settings.cli_credentials_path.exists()
+            if keep and await has_admin_token(session, clock):
                 await _ensure_qemu_provider(session, clock)
                 return InitResult(None, settings.cli_credentials_path, url)
             ctx = EventContext(actor="powernode-init", clock=clock)

@@ -58,8 +58,8 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """Init and serve; yields once /readyz answers 200; stops the server afterwards.
 
-    A second server on a database that already has an admin token gets no new one from `init`:
-    pass the first server's `token`."""
+    A second server on the same database gets an admin token of its own from `init` (its data
+    dir has no credentials file yet); pass the first server's `token` to keep using that one."""
     port = port or free_port()
     node_port = node_port or free_port()
     env = {**os.environ, **(env or {}), "POWERNODE_DATA_DIR": str(data_dir)}

@@ -58,17 +58,62 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         )
 
 
+def shown_url(url: str) -> str:
+    """`url` fit for messages and logs: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL carries no password we could find; say only that
+        return "<unparsable database URL>"
+
+
+def database_error(url: str, exc: BaseException) -> str:
+    """One line saying why the database at `url` did not answer, without its password.
+
+    SQLAlchemy's own text adds the statement and a "Background on this error" link on further
+    lines; the driver's message (`exc.orig`) is what an operator needs.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    reason = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    first_line = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
+    return f"cannot use the database at {shown_url(url)}: {first_line}"
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist yet (the data dir was never `init`ed)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 async def check_at_head(url: str) -> None:
     """Unavailable unless the database answers and is migrated to head (so `serve` fails fast)."""
     from powernode.db.engine import create_engine
     from powernode.errors import Unavailable
 
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise Unavailable(
+            f"there is no database at {missing}: run 'powernode init' first "
+            "(with the same POWERNODE_DATA_DIR / POWERNODE_DATABASE_URL)"
+        )
     engine = create_engine(url)
     try:
         try:
             current = await current_revision(engine)
         except Exception as exc:
-            raise Unavailable(f"cannot reach the database at {url}: {exc}") from exc
+            raise Unavailable(database_error(url, exc)) from exc
     finally:
         await engine.dispose()
     head = head_revision()
