@@ -25,7 +25,7 @@ export POWERNODE_TEST_POSTGRES_URL
 DEMO_DIR := $(CURDIR)/.demo
 PYTEST_ARGS ?=
 
-.PHONY: setup venv deb-packages binfmt test demo lint bench clean distclean
+.PHONY: setup venv deb-packages binfmt postgres test demo lint bench clean distclean
 
 setup: deb-packages binfmt $(STAMP)
 
@@ -65,7 +65,15 @@ binfmt:
 		update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true; \
 	fi
 
-test: setup
+# The PostgreSQL cases fail rather than skip when their server does not answer; for the default
+# server (this machine's, on loopback) make sure it is installed and running first.
+postgres:
+	@case "$(POWERNODE_TEST_POSTGRES_URL)" in \
+		postgresql://postgres@127.0.0.1:5432/*) scripts/ensure-postgres.sh ;; \
+		*) ;; \
+	esac
+
+test: setup postgres
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: setup
