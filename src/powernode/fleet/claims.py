@@ -36,13 +36,10 @@ from powernode.fleet.tasks import TaskActionRequest, task_action
 
 HELD = (TaskState.LEASED, TaskState.RUNNING)
 
-# claim_next applies this row of the transition table directly; fail at import if it changes.
-_LEASE = next(
-    row
-    for row in TASK_LIFECYCLE.transitions
-    if row.source == TaskState.PENDING and row.event == TaskEvent.LEASE
-)
-if _LEASE.target != TaskState.LEASED or _LEASE.guard is not None:
+# claim_next applies this row of the transition table as a compare-and-set; fail at import if
+# the table no longer leases pending tasks without a guard.
+_LEASE, _LEASE_VALUES = TASK_LIFECYCLE.compare_and_set(TaskState.PENDING, TaskEvent.LEASE)
+if _LEASE.target != TaskState.LEASED:
     raise RuntimeError("the task lease transition changed; update fleet/claims.py claim_next")
 
 
@@ -59,7 +56,7 @@ _CLAIM = (
         Task.state == TaskState.PENDING,
     )
     .values(
-        state=_LEASE.target,
+        **_LEASE_VALUES,
         attempts=Task.attempts + 1,
         fencing_epoch=Task.fencing_epoch + 1,
         lease_holder=bindparam("holder"),

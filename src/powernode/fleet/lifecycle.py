@@ -1,8 +1,14 @@
 """Transition tables for every stateful entity, and the one function that changes state.
 
-Contract: `StateMachine.fire` is the only writer of a `state` column. It resolves the event
+Contract: every write of a `state` column comes from a row of these tables, with its fleet
+event in the same transaction. `StateMachine.fire` is the general writer: it resolves the event
 against the table (first matching row whose guard passes), assigns the new state and adds the
 fleet event to the *same* session, so both commit or neither does. Callers own the transaction.
+
+The one other writer is a compare-and-set fast path for hot, contended transitions (an agent
+claiming a task): `StateMachine.compare_and_set` hands out the values of an unguarded row for an
+`UPDATE ... WHERE state = <source>`, and the caller writes the row's event beside it
+(fleet/claims.py; tests/fleet/test_claims.py checks it equals the `fire` path).
 """
 
 from __future__ import annotations
@@ -75,6 +81,23 @@ class StateMachine(Generic[S, E]):
             str(event),
             [str(e) for e in self.allowed_events(entity.state)],
         )
+
+    def compare_and_set(self, source: S, event: E) -> tuple[Transition[S, E], dict[str, Any]]:
+        """The unguarded row for (`source`, `event`) and the column values it writes.
+
+        For a conditional `UPDATE ... WHERE state = source`: the database then checks the
+        source state, so the row must not need a guard (which would read the entity first).
+        Raises at import time of the caller when the table no longer has such a row.
+        """
+        for row in self.transitions:
+            if row.source == source and row.event == event:
+                if row.guard is not None:
+                    raise RuntimeError(
+                        f"{self.subject_type} {source} --{event}--> has a guard; "
+                        "a compare-and-set cannot apply it"
+                    )
+                return row, {"state": row.target}
+        raise RuntimeError(f"{self.subject_type} has no transition {source} --{event}-->")
 
     async def fire(
         self,
