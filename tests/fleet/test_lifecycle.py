@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +23,7 @@ from powernode.fleet.lifecycle import (
     StateMachine,
     Transition,
 )
-from powernode.fleet.models import Node
+from powernode.fleet.models import Node, NodeInstance, Task
 from powernode.fleet.states import (
     DesiredState,
     MachineEvent,
@@ -221,3 +221,59 @@ async def test_fire_in_a_rolled_back_transaction_leaves_no_trace(database: Datab
         event_count = await session.scalar(select(func.count()).select_from(FleetEvent))
     assert event_count == 0
     assert await _node_events(database, node_id) == []
+
+
+def _stored_entity(
+    machine: StateMachine[Any, Any], row: Transition[Any, Any], node_id: uuid.UUID
+) -> Node | NodeInstance | Task:
+    """A new row of `machine`'s table in `row.source`, with attempts that pass `row.guard`."""
+    budget = _entity_passing(row)
+    now = dt.datetime.now(dt.UTC)
+    times = {"created_at": now, "updated_at": now}
+    if machine is NODE_LIFECYCLE:
+        return Node(
+            name=f"n-{uuid.uuid4().hex[:12]}", arch="amd64", state=row.source,
+            state_changed_at=now, **times,
+        )  # fmt: skip
+    if machine is INSTANCE_LIFECYCLE:
+        return NodeInstance(
+            node_id=node_id, name=f"i-{uuid.uuid4().hex[:12]}", kind="container",
+            spec={"image": "busybox"}, state=row.source, state_changed_at=now, **times,
+        )  # fmt: skip
+    return Task(
+        kind="shell", payload={"command": ["true"]}, node_id=node_id, state=row.source,
+        attempts=budget.attempts, max_attempts=budget.max_attempts,
+        correlation_id=uuid.uuid4(), **times,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "machine", [m for m, _, _ in MACHINES], ids=[m.subject_type for m, _, _ in MACHINES]
+)
+async def test_every_row_fires_through_the_database(
+    database: Database, machine: StateMachine[Any, Any]
+) -> None:
+    """Every row of every table, fired on a stored entity: the committed state is the row's
+    target and exactly one `<subject>.<event>` event with from/to was committed beside it."""
+    owner = await _create_node(database, f"owner-{machine.subject_type}")
+    for row in machine.transitions:
+        async with database.transaction() as session:
+            entity = _stored_entity(machine, row, owner)
+            session.add(entity)
+            await session.flush()
+            entity_id = entity.id
+            model: type[Node | NodeInstance | Task] = type(entity)
+        async with database.transaction() as session:
+            loaded = cast(Node | NodeInstance | Task, await session.get_one(model, entity_id))
+            fired = await machine.fire(session, loaded, row.event, EventContext(actor="test"))
+        assert fired == row, row
+        async with database.sessions() as session:
+            stored = cast(Node | NodeInstance | Task, await session.get_one(model, entity_id))
+            assert stored.state == row.target, row
+            events = list(
+                await session.scalars(select(FleetEvent).where(FleetEvent.subject_id == entity_id))
+            )
+        assert [e.kind for e in events] == [f"{machine.subject_type}.{row.event}"], row
+        assert events[0].payload["from"] == str(row.source)
+        assert events[0].payload["to"] == str(row.target)
+        assert events[0].severity == str(row.severity)
