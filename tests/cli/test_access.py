@@ -42,6 +42,13 @@ def test_viewer_token_can_read_but_not_write(cli: Cli) -> None:
     assert "sneaky" not in cli.run("node", "list").stdout
 
 
+def test_the_issue_example_token_create_viewer_json(cli: Cli) -> None:
+    """`powernode token create --role viewer --output json` works as written: no name needed."""
+    created = cli.json("token", "create", "--role", "viewer", "--output", "json")
+    assert created["token"].startswith("pn_")
+    assert (created["name"], created["role"]) == ("viewer token", "viewer")
+
+
 def test_token_create_table_shows_the_secret_once(cli: Cli) -> None:
     """The table form prints the secret on its own line and says it will not be shown again."""
     out = cli.run("token", "create", "--name", "ci", "--role", "operator").stdout

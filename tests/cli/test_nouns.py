@@ -262,6 +262,31 @@ def test_provider_account_with_catalog(cli: Cli) -> None:
     assert "m7g.large" in types
     assert "8192" in types
 
+    placed = cli.json(
+        "node", "create", "placed", "--provider", "aws-prod",
+        "--region", "eu-west-1", "--zone", "eu-west-1a",
+    )  # fmt: skip
+    assert placed["region_id"] == regions[0]["id"]
+    assert placed["zone_id"] == zones[0]["id"]
+    nowhere = cli.fails(
+        "node", "create", "nowhere", "--provider", "aws-prod", "--region", "eu-west-1",
+        "--zone", "mars-1a",
+    )  # fmt: skip
+    assert nowhere.returncode == 5
+    assert "zone 'mars-1a' in region 'eu-west-1' does not exist (known: eu-west-1a)" in (
+        nowhere.stderr
+    )
+    assert cli.fails("node", "create", "nowhere", "--zone", "eu-west-1a").returncode == 2
+    later = cli.json("node", "list", "--created-after", placed["created_at"])
+    assert "placed" in [n["name"] for n in later]
+    assert cli.json("node", "list", "--created-before", placed["created_at"]) == [
+        n for n in cli.json("node", "list") if n["created_at"] < placed["created_at"]
+    ]
+    assert cli.json("node", "delete", "placed", "-o", "json") == {
+        "deleted": "node",
+        "ref": "placed",
+    }
+
     secret = cli.fails("provider", "create", "leaky", "--kind", "aws", "--setting", "api_key=x")
     assert "looks like a secret" in secret.stderr
     cli.run("providers", "delete", "aws-prod")

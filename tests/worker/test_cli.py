@@ -24,11 +24,14 @@ def worker(
 
 
 def test_list_shows_every_job_with_its_schedule(tmp_path: Path) -> None:
-    result = worker(tmp_path, "--list", schedules={"reaper": "@every 9s"})
+    result = worker(tmp_path, "--list", "-o", "json", schedules={"reaper": "@every 9s"})
     assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
-    assert set(lines) >= {"reaper", "reconcile", "retention"}
-    assert "@every 9s" in lines["reaper"]
+    jobs = {job["name"]: job for job in json.loads(result.stdout)}
+    assert set(jobs) >= {"reaper", "reconcile", "retention"}
+    assert jobs["reaper"]["schedule"] == "@every 9s"
+    table = worker(tmp_path, "--list", schedules={"reaper": "@every 9s"}).stdout
+    assert "reaper" in table
+    assert "@every 9s" in table
 
 
 def test_once_runs_one_job_and_records_it(tmp_path: Path) -> None:

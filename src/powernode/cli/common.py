@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from powernode.cli.client import ApiClient
-from powernode.cli.output import OutputFormat
+from powernode.cli.output import OutputFormat, emit_json
 from powernode.settings import Settings
 
 
@@ -48,3 +48,11 @@ ReasonOption = Annotated[str | None, typer.Option(help="Why (required for fail).
 DetailOption = Annotated[
     list[str] | None, typer.Option("--detail", help="KEY=VALUE recorded in the event.")
 ]
+
+
+def emit_deleted(kind: str, ref: str, output: OutputFormat) -> None:
+    """Say that `kind` `ref` is gone: a line for people, `{"deleted": ...}` for scripts."""
+    if output is OutputFormat.JSON:
+        emit_json({"deleted": kind, "ref": ref})
+    else:
+        typer.echo(f"deleted {kind} {ref}")

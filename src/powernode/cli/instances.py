@@ -14,6 +14,7 @@ from powernode.cli.common import (
     ReasonOption,
     StateOption,
     VersionOption,
+    emit_deleted,
     state,
 )
 from powernode.cli.output import OutputFormat, emit
@@ -84,10 +85,11 @@ def delete(
     ctx: typer.Context,
     instance: str,
     version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete a pending or terminated instance."""
     state(ctx).client().delete(f"/instances/{instance}", version=version)
-    typer.echo(f"deleted instance {instance}")
+    emit_deleted("instance", instance, output)
 
 
 @app.command()

@@ -19,10 +19,11 @@ from powernode.cli.common import (
     ReasonOption,
     StateOption,
     VersionOption,
+    emit_deleted,
     state,
 )
 from powernode.cli.output import OutputFormat, emit, stderr
-from powernode.cli.params import lookup_id, parse_labels, parse_pairs
+from powernode.cli.params import invalid, lookup_id, parse_labels, parse_pairs
 from powernode.errors import Category
 
 app = typer.Typer(help="Nodes: machines in the fleet.", no_args_is_help=True)
@@ -39,6 +40,12 @@ def list_(
     ] = None,
     template: Annotated[str | None, typer.Option(help="Template name or id.")] = None,
     provider: Annotated[str | None, typer.Option(help="Provider account name or id.")] = None,
+    created_after: Annotated[
+        str | None, typer.Option(help="Only nodes created at or after (ISO 8601).")
+    ] = None,
+    created_before: Annotated[
+        str | None, typer.Option(help="Only nodes created before (ISO 8601).")
+    ] = None,
     limit: LimitOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
@@ -51,6 +58,8 @@ def list_(
         selector=selector,
         template_id=lookup_id(client, "/templates", template),
         provider_account_id=lookup_id(client, "/provider-accounts", provider),
+        created_after=created_after,
+        created_before=created_before,
     )
     emit(items, output, columns=COLUMNS)
 
@@ -68,6 +77,12 @@ def create(
     arch: Annotated[str, typer.Option(help="amd64 or arm64.")] = "amd64",
     template: Annotated[str | None, typer.Option(help="Template name or id.")] = None,
     provider: Annotated[str | None, typer.Option(help="Provider account name or id.")] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Region name or id in the provider's catalog.")
+    ] = None,
+    zone: Annotated[
+        str | None, typer.Option(help="Zone name or id in that region (needs --region).")
+    ] = None,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="KEY=VALUE; repeat for more.")
     ] = None,
@@ -78,7 +93,33 @@ def create(
     body: dict[str, Any] = {"name": name, "arch": arch, "labels": parse_labels(label)}
     body["template_id"] = lookup_id(client, "/templates", template)
     body["provider_account_id"] = lookup_id(client, "/provider-accounts", provider)
+    body["region_id"], body["zone_id"] = catalog_ids(client, provider, region, zone)
     emit(client.post("/nodes", body), output)
+
+
+def catalog_ids(
+    client: ApiClient, provider: str | None, region: str | None, zone: str | None
+) -> tuple[str | None, str | None]:
+    """The ids of `region` and `zone` (names or ids) in `provider`'s catalog."""
+    if region is None and zone is None:
+        return None, None
+    if provider is None or region is None:
+        raise invalid("--region needs --provider, and --zone needs --region")
+    base = f"/provider-accounts/{provider}/regions"
+    found = _catalog_row(client.paginate(base), region, f"region {region!r} of {provider}")
+    if zone is None:
+        return str(found["id"]), None
+    zones = client.paginate(f"{base}/{found['name']}/zones")
+    in_zone = _catalog_row(zones, zone, f"zone {zone!r} in region {region!r}")
+    return str(found["id"]), str(in_zone["id"])
+
+
+def _catalog_row(rows: list[Any], ref: str, what: str) -> Any:
+    for row in rows:
+        if ref in (row["name"], row["id"]):
+            return row
+    known = ", ".join(sorted(row["name"] for row in rows)) or "none"
+    raise CliError(f"{what} does not exist (known: {known})", Category.NOT_FOUND)
 
 
 @app.command()
@@ -86,10 +127,11 @@ def delete(
     ctx: typer.Context,
     node: str,
     version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete a pending or terminated node."""
     state(ctx).client().delete(f"/nodes/{node}", version=version)
-    typer.echo(f"deleted node {node}")
+    emit_deleted("node", node, output)
 
 
 @app.command()

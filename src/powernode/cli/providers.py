@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.common import LimitOption, OutputOption, VersionOption, state
+from powernode.cli.common import LimitOption, OutputOption, VersionOption, emit_deleted, state
 from powernode.cli.output import OutputFormat, emit
 from powernode.cli.params import parse_typed_pairs
 from powernode.fleet.states import Arch
@@ -71,10 +71,11 @@ def delete(
     ctx: typer.Context,
     account: str,
     version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete a provider account no node uses."""
     state(ctx).client().delete(f"/provider-accounts/{account}", version=version)
-    typer.echo(f"deleted provider account {account}")
+    emit_deleted("provider account", account, output)
 
 
 @region_app.command("add")

@@ -12,6 +12,7 @@ from powernode.cli.common import (
     ReasonOption,
     StateOption,
     VersionOption,
+    emit_deleted,
     state,
 )
 from powernode.cli.output import OutputFormat, emit
@@ -87,10 +88,11 @@ def delete(
     ctx: typer.Context,
     task: str,
     version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete a finished task (its events stay in the log)."""
     state(ctx).client().delete(f"/tasks/{task}", version=version)
-    typer.echo(f"deleted task {task}")
+    emit_deleted("task", task, output)
 
 
 @app.command()

@@ -18,7 +18,9 @@ COLUMNS = ("name", "role", "token_id", "created_at", "expires_at", "revoked_at",
 @app.command()
 def create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option(help="What the token is for.")],
+    name: Annotated[
+        str | None, typer.Option(help="What the token is for [default: '<role> token'].")
+    ] = None,
     role: Annotated[Role, typer.Option(help="viewer, operator or admin.")] = Role.VIEWER,
     expires_in_days: Annotated[
         int | None, typer.Option(help="Days until expiry [default: never].")
@@ -26,7 +28,7 @@ def create(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Mint a token; its secret is printed once and never again."""
-    body = {"name": name, "role": role, "expires_in_days": expires_in_days}
+    body = {"name": name or f"{role.value} token", "role": role, "expires_in_days": expires_in_days}
     created = state(ctx).client().post("/tokens", body)
     if output is OutputFormat.JSON:
         emit(created, output)

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.common import state
-from powernode.cli.output import stdout
+from powernode.cli.common import OutputOption, state
+from powernode.cli.output import OutputFormat, emit
 
 
 def worker(
@@ -22,6 +22,7 @@ def worker(
     list_jobs: Annotated[
         bool, typer.Option("--list", help="List the jobs and their schedules, then exit.")
     ] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Run scheduled jobs: task reaper, fleet reconcile, event retention and any registered.
 
@@ -37,8 +38,15 @@ def worker(
 
     settings = state(ctx).settings()
     if list_jobs:
-        for job in builtin_jobs().values():
-            stdout.print(f"{job.name:12} {job.schedule_text(settings):16} {job.description}")
+        rows = [
+            {
+                "name": job.name,
+                "schedule": job.schedule_text(settings),
+                "description": job.description,
+            }
+            for job in builtin_jobs().values()
+        ]
+        emit(rows, output, columns=("name", "schedule", "description"))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     url = settings.effective_database_url
