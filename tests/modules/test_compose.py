@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from powernode.modules.compose import compose
+from powernode.modules.compose import Composition, compose
 from powernode.modules.entries import DIR, FILE, SYMLINK, Entry
+from powernode.modules.footprint import PATH_LIMIT
 from powernode.modules.spec import ModuleSpec
 
 
@@ -26,6 +28,18 @@ def d(path: str, mode: int = 0o755) -> Entry:
 def f(path: str, content: str = "x", mode: int = 0o644, uid: int = 0) -> Entry:
     sha = (content * 64)[:64]
     return Entry(path=path, type=FILE, mode=mode, uid=uid, gid=0, size=len(content), sha256=sha)
+
+
+def ln(path: str, target: str) -> Entry:
+    return Entry(path=path, type=SYMLINK, mode=0o777, uid=0, gid=0, size=len(target), target=target)
+
+
+def parents_are_directories(tree: dict[str, tuple[Entry, str]]) -> bool:
+    return all(tree.get(path.rpartition("/")[0], (d("x"), ""))[0].type == DIR for path in tree)
+
+
+def pairs(result: Composition) -> set[tuple[str, str, str]]:
+    return {(c.path, c.lower, c.upper) for c in result.conflicts}
 
 
 def test_layers_stack_and_identical_paths_do_not_conflict() -> None:
@@ -66,8 +80,15 @@ def test_a_module_that_extends_another_overrides_its_files() -> None:
     assert result.conflicts == []
     entry, source = result.entries["etc/docker/daemon.json"]
     assert (entry.sha256, source) == (f("x", "custom").sha256, "docker-tuned@1.0")
-    assert result.footprint()["overrides"] == [
-        {"module": "docker-tuned@1.0", "overridden": 1, "paths": ["etc/docker/daemon.json"]}
+    assert result.footprint().model_dump()["overrides"] == [
+        {
+            "module": "docker-tuned@1.0",
+            "overridden": 1,
+            "paths": ["etc/docker/daemon.json"],
+            "paths_truncated": False,
+            "sources": [{"path": "etc/docker/daemon.json", "modules": ["docker@1.0"]}],
+            "by_module": [{"module": "docker@1.0", "paths": 1}],
+        }
     ]
 
 
@@ -91,12 +112,19 @@ def test_a_mask_hides_paths_from_lower_modules_and_is_reported() -> None:
     assert "usr/share/doc/a" not in result.entries
     assert result.entries["etc/motd"][1] == "slim@1.0"  # masked below, then provided: no conflict
     assert result.conflicts == []
-    masks = result.footprint()["masks"]
+    masks = result.footprint().model_dump()["masks"]
     assert masks == [
         {
             "module": "slim@1.0",
             "removed": 3,
             "paths": ["etc/motd", "usr/share/doc", "usr/share/doc/a"],
+            "paths_truncated": False,
+            "sources": [
+                {"path": "etc/motd", "modules": ["base@1.0"]},
+                {"path": "usr/share/doc", "modules": ["base@1.0"]},
+                {"path": "usr/share/doc/a", "modules": ["base@1.0"]},
+            ],
+            "by_module": [{"module": "base@1.0", "paths": 3}],
         }
     ]
 
@@ -107,7 +135,7 @@ def test_footprint_counts_files_bytes_and_contributions() -> None:
         f("etc/b", "123"),
         Entry(path="l", type=SYMLINK, mode=0o777, uid=0, gid=0, target="etc/a"),
     ]
-    foot = compose([(Layer("base"), base), (Layer("app"), app)]).footprint()
+    foot = compose([(Layer("base"), base), (Layer("app"), app)]).footprint().model_dump()
     assert (foot["files"], foot["directories"], foot["symlinks"], foot["bytes"]) == (2, 1, 1, 8)
     assert foot["modules"] == [
         {"module": "base@1.0", "files": 1, "bytes": 5},
@@ -176,3 +204,137 @@ def test_masks_drop_exactly_what_the_rules_do_not_select(
     rules = FilterRules.parse("\n".join(f"- {m}" for m in masks))
     expected = {p for p, e in entries.items() if rules.selects(p, e.type == DIR)}
     assert set(result.entries) == expected
+
+
+@pytest.mark.parametrize(
+    "replacement", [f("etc/conf.d", "flat"), ln("etc/conf.d", "/run/conf")], ids=["file", "symlink"]
+)
+def test_an_override_of_a_directory_by_a_non_directory_takes_the_subtree_along(
+    replacement: Entry,
+) -> None:
+    base = [d("etc"), d("etc/conf.d"), d("etc/conf.d/sub"), f("etc/conf.d/sub/a"), f("etc/conf.e")]
+    child = Layer("child", spec=ModuleSpec(extends="base"))
+    result = compose([(Layer("base"), base), (child, [d("etc"), replacement])])
+    assert result.conflicts == []
+    assert sorted(result.entries) == ["etc", "etc/conf.d", "etc/conf.e"]
+    assert result.entries["etc/conf.d"] == (replacement, "child@1.0")
+    assert parents_are_directories(result.entries)
+    (override,) = result.footprint().overrides
+    assert (override.module, override.overridden) == ("child@1.0", 3)
+    assert override.paths == ["etc/conf.d", "etc/conf.d/sub", "etc/conf.d/sub/a"]
+    assert [(s.path, s.modules) for s in override.sources][-1] == ("etc/conf.d/sub/a", ["base@1.0"])
+
+
+def test_every_differing_pair_of_providers_conflicts() -> None:
+    layers = [
+        (Layer(name), [f("x", content)]) for name, content in [("a", "1"), ("b", "2"), ("c", "3")]
+    ]
+    assert pairs(compose(layers)) == {
+        ("x", "a@1.0", "b@1.0"),
+        ("x", "a@1.0", "c@1.0"),
+        ("x", "b@1.0", "c@1.0"),
+    }
+    agreeing = [
+        (Layer(name), [f("x", content)]) for name, content in [("a", "1"), ("b", "1"), ("c", "3")]
+    ]
+    result = compose(agreeing)
+    assert pairs(result) == {("x", "a@1.0", "c@1.0"), ("x", "b@1.0", "c@1.0")}
+    assert result.entries["x"][1] == "a@1.0"  # a conflict leaves the lowest entry in place
+
+
+def test_an_override_of_a_conflicting_module_is_still_judged_against_the_others() -> None:
+    a, b = (Layer("a"), [f("x", "1")]), (Layer("b"), [f("x", "2")])
+    child = Layer("c", spec=ModuleSpec(extends="b"))
+    differs = compose([a, b, (child, [f("x", "3")])])
+    assert pairs(differs) == {("x", "a@1.0", "b@1.0"), ("x", "a@1.0", "c@1.0")}
+    assert differs.overridden == {"c@1.0": [("x", ("b@1.0",))]}
+    # c agreeing with a settles nothing between a and b: that pair is still reported.
+    agrees = compose([a, b, (child, [f("x", "1")])])
+    assert pairs(agrees) == {("x", "a@1.0", "b@1.0")}
+    assert agrees.overridden == {"c@1.0": [("x", ("b@1.0",))]}
+
+
+def test_modules_above_an_override_are_judged_against_the_overriding_entry() -> None:
+    docker = (Layer("docker"), [f("daemon.json", "default")])
+    tuned = (Layer("tuned", spec=ModuleSpec(extends="docker")), [f("daemon.json", "custom")])
+    same = compose([docker, tuned, (Layer("agent"), [f("daemon.json", "custom")])])
+    assert same.conflicts == []
+    other = compose([docker, tuned, (Layer("agent"), [f("daemon.json", "other")])])
+    assert pairs(other) == {("daemon.json", "tuned@1.0", "agent@1.0")}
+
+
+def test_a_mask_reports_every_module_it_hid_a_path_from() -> None:
+    base = [d("doc"), *(f(f"doc/{i:03d}") for i in range(PATH_LIMIT + 10))]
+    extra = [d("doc"), f("doc/zz-extra")]
+    slim = Layer("slim", spec=ModuleSpec(mask=["/doc/"]))
+    foot = compose([(Layer("base"), base), (Layer("extra"), extra), (slim, [])]).footprint()
+    (mask,) = foot.masks
+    assert mask.removed == PATH_LIMIT + 12  # exact, though the list is cut
+    assert mask.paths_truncated
+    assert len(mask.paths) == len(mask.sources) == PATH_LIMIT
+    assert mask.sources[0].path == "doc"
+    assert mask.sources[0].modules == ["base@1.0", "extra@1.0"]
+    assert [(m.module, m.paths) for m in mask.by_module] == [
+        ("base@1.0", PATH_LIMIT + 11),
+        ("extra@1.0", 2),
+    ]
+
+
+NAMES = ["a", "b", "c"]
+
+
+@st.composite
+def module_tree(draw: st.DrawFn) -> list[Entry]:
+    """A consistent tree: every parent a directory; types and contents vary."""
+    entries: dict[str, Entry] = {}
+    for parts in draw(st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3))):
+        path = "/".join(parts)
+        if any(entries.get(p, d(p)).type != DIR for p in _prefixes(parts)):
+            continue
+        for prefix in _prefixes(parts):
+            entries.setdefault(prefix, d(prefix))
+        if path in entries:
+            continue
+        kind = draw(st.sampled_from(["dir", "file", "link"]))
+        content = draw(st.sampled_from(["1", "2"]))
+        entries[path] = {"dir": d(path), "file": f(path, content), "link": ln(path, content)}[kind]
+    return sorted(entries.values(), key=lambda e: e.path)
+
+
+def _prefixes(parts: list[str]) -> list[str]:
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@given(trees=st.lists(module_tree(), min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_a_chain_of_overrides_never_leaves_a_path_under_a_non_directory(
+    trees: list[list[Entry]],
+) -> None:
+    layers = [
+        (Layer(f"m{i}", spec=ModuleSpec(extends=f"m{i - 1}" if i else None)), tree)
+        for i, tree in enumerate(trees)
+    ]
+    result = compose(layers)
+    assert result.conflicts == []
+    assert parents_are_directories(result.entries)
+    top = {e.path: e for e in trees[-1]}
+    assert all(result.entries[p][0] == e for p, e in top.items())
+
+
+@given(trees=st.lists(module_tree(), min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_unrelated_modules_conflict_exactly_on_each_differing_pair(
+    trees: list[list[Entry]],
+) -> None:
+    """Without masks or `extends`, the conflicts are every pair of providers that differ."""
+    result = compose([(Layer(f"m{i}"), tree) for i, tree in enumerate(trees)])
+    expected = set()
+    for i, lower in enumerate(trees):
+        below = {e.path: e for e in lower}
+        for j in range(i + 1, len(trees)):
+            for entry in trees[j]:
+                other = below.get(entry.path)
+                if other is not None and not other.same_as(entry):
+                    expected.add((entry.path, f"m{i}@1.0", f"m{j}@1.0"))
+    assert pairs(result) == expected
+    assert len(result.conflicts) == len(expected)

@@ -22,6 +22,7 @@ from powernode.errors import Conflict, Invalid, NotFound
 from powernode.events.log import EventContext, record_event
 from powernode.modules.compose import Composition, compose
 from powernode.modules.entries import FILE, Entry, decode_entries, encode_entries
+from powernode.modules.footprint import Footprint
 from powernode.modules.importer import ImportedTree, read_tree
 from powernode.modules.models import Module, ModuleVersion
 from powernode.modules.resolve import resolve
@@ -278,7 +279,7 @@ class PreviewOut(BaseModel):
     template: str
     layers: list[LayerOut]
     conflicts: list[ConflictOut]
-    footprint: dict[str, Any]
+    footprint: Footprint
 
 
 def preview_document(template: Template, composition: Composition) -> PreviewOut:
