@@ -27,7 +27,7 @@ version of some auto-added module would avoid a conflict is reported rather than
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -57,21 +57,29 @@ class Catalog(Protocol[VersionRef]):
         ...
 
 
+def check_distinct_versions(name: str, texts: Iterable[str]) -> None:
+    """Invalid when two of `texts` are the same PEP 440 version (`1.1` and `1.1.0`): the
+    resolver keys versions by value, so it could not tell them apart."""
+    seen: dict[Version, str] = {}
+    for text in texts:
+        version = parse_version(text)
+        if version in seen:
+            raise Invalid(
+                f"module '{name}' has versions {seen[version]!r} and {text!r}, which are "
+                "the same version; keep one",
+                module=name,
+                versions=[seen[version], text],
+            )
+        seen[version] = text
+
+
 class MemoryCatalog:
     """A catalog held in memory: module name -> version text -> spec."""
 
     def __init__(self, modules: Mapping[str, Mapping[str, ModuleSpec]]) -> None:
         for name, versions in modules.items():
             check_module_name(name)
-            seen: dict[Version, str] = {}
-            for text in versions:
-                version = parse_version(text)
-                if version in seen:
-                    raise Invalid(
-                        f"module '{name}' has versions {seen[version]!r} and {text!r}, which are "
-                        "the same version; keep one"
-                    )
-                seen[version] = text
+            check_distinct_versions(name, versions)
         self._modules = {name: dict(versions) for name, versions in modules.items()}
 
     def versions(self, name: str) -> list[str]:

@@ -66,6 +66,27 @@ def parse_version(text: str) -> Version:
         ) from None
 
 
+def version_key(text: str) -> str:
+    """The text every PEP 440-equal spelling of the version `text` shares: `1.1`, `1.1.0` and
+    `0!1.1.0` all give `1.1`. The database keeps it unique per module."""
+    version = parse_version(text)
+    release = list(version.release)
+    while len(release) > 1 and release[-1] == 0:  # PEP 440 pads releases with zeros to compare
+        release.pop()
+    key = ".".join(str(part) for part in release)
+    if version.epoch:
+        key = f"{version.epoch}!{key}"
+    if version.pre is not None:
+        key += f"{version.pre[0]}{version.pre[1]}"
+    if version.post is not None:
+        key += f".post{version.post}"
+    if version.dev is not None:
+        key += f".dev{version.dev}"
+    if version.local is not None:
+        key += f"+{version.local}"
+    return key
+
+
 def parse_specifier(text: str) -> SpecifierSet:
     """Parse a PEP 440 version range such as `>=1.2,<2`; `""` and `"*"` mean any version."""
     stripped = text.strip()
