@@ -39,7 +39,7 @@ def test_import_preview_and_compose_a_template(cli: Cli, tmp_path: Path) -> None
             "module.toml": """
             name = "base"
             version = "1.0"
-            packages = ["ca-certificates"]
+            package_spec = ["ca-certificates"]
         """,
             "etc/hostname": "node\n",
             "usr/share/doc/base/README": "docs\n",
@@ -54,7 +54,7 @@ def test_import_preview_and_compose_a_template(cli: Cli, tmp_path: Path) -> None
             name = "docker"
             version = "24.0.7"
             mask = ["/usr/share/doc/"]
-            [dependencies]
+            [dependency_spec]
             base = ">=1.0"
         """,
             "etc/docker/daemon.json": '{"log-driver": "json-file"}\n',

@@ -252,3 +252,14 @@ def test_memory_catalog_rejects_equal_versions() -> None:
     """`1.0` and `1.0.0` are one version; a catalog cannot hold both."""
     with pytest.raises(Invalid, match="which are the same version"):
         MemoryCatalog({"base": {"1.0": spec(), "1.0.0": spec()}})
+
+
+def test_db_catalog_rejects_equal_versions_like_the_memory_catalog() -> None:
+    """The database's unique version key keeps `1.1` and `1.1.0` apart from the start; were
+    such rows there anyway, resolving must refuse them rather than mix their specs up."""
+    from powernode.modules.service import CatalogVersion, DbCatalog
+
+    rows = [CatalogVersion("base", text, spec(), "0" * 64) for text in ("1.1", "2.0", "1.1.0")]
+    with pytest.raises(Invalid, match=r"module 'base' has versions '1\.1' and '1\.1\.0'"):
+        DbCatalog(rows)
+    assert DbCatalog(rows[:2]).versions("base") == ["1.1", "2.0"]

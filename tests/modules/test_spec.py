@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from packaging.version import Version
 
 from powernode.errors import Invalid
+from powernode.modules.filters import FilterRules
 from powernode.modules.spec import (
     ModuleRequirement,
     ModuleSpec,
     check_module_name,
     load_module_toml,
+    module_from_json,
+    module_from_mapping,
     parse_requirement,
     parse_specifier,
     parse_version,
+    version_key,
 )
 
 
@@ -47,9 +53,9 @@ file_spec = '''
 - *
 '''
 mask = ["/etc/nginx/secrets/*"]
-packages = ["nginx (>= 1.22)", " ca-certificates ", "libc6(<<3)"]
+package_spec = ["nginx (>= 1.22)", " ca-certificates ", "libc6(<<3)"]
 
-[dependencies]
+[dependency_spec]
 certs = ">=1.2,<2"
 logging = "*"
 tls = ""
@@ -60,8 +66,8 @@ tls = ""
     assert spec.description == "Front web server"
     assert spec.file_spec == "+ /etc/nginx/***\n- *\n"
     assert spec.mask == ["/etc/nginx/secrets/*"]
-    assert spec.packages == ["nginx (>= 1.22)", "ca-certificates", "libc6 (<< 3)"]
-    assert spec.dependencies == {"certs": ">=1.2,<2", "logging": "", "tls": ""}
+    assert spec.package_spec == ["nginx (>= 1.22)", "ca-certificates", "libc6 (<< 3)"]
+    assert spec.dependency_spec == {"certs": ">=1.2,<2", "logging": "", "tls": ""}
     assert spec.extends == "docker >=24"
     assert spec.parent == ModuleRequirement("docker", parse_specifier(">=24"))
     assert [str(r) for r in spec.depends_on] == ["certs <2,>=1.2", "logging", "tls"]
@@ -102,9 +108,10 @@ def test_unknown_key_lists_the_known_keys(tmp_path: Path) -> None:
     """A misspelt key is named and every known key is listed."""
     error = load_error(tmp_path, 'depends = ["a"]')
     assert "key 'depends': unknown key" in error.detail
-    assert "name, version, description, file_spec, mask, packages, dependencies, extends" in (
-        error.detail
-    )
+    assert (
+        "name, version, description, file_spec, mask, package_spec (or packages), "
+        "dependency_spec (or dependencies), extends"
+    ) in error.detail
 
 
 def test_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
@@ -167,8 +174,8 @@ def test_wrong_type_names_the_key_and_value(tmp_path: Path) -> None:
 
 def test_list_item_of_wrong_type_names_its_index(tmp_path: Path) -> None:
     """A list item of the wrong type is located by index."""
-    error = load_error(tmp_path, 'packages = ["nginx", 3]')
-    assert "key 'packages[1]'" in error.detail
+    error = load_error(tmp_path, 'package_spec = ["nginx", 3]')
+    assert "key 'package_spec[1]'" in error.detail
 
 
 @pytest.mark.parametrize(
@@ -188,15 +195,15 @@ def test_list_item_of_wrong_type_names_its_index(tmp_path: Path) -> None:
 )
 def test_bad_package_entries_are_rejected(tmp_path: Path, entry: str, problem: str) -> None:
     """Each malformed package relation gets a specific explanation."""
-    error = load_error(tmp_path, f"packages = [{entry!r}]")
-    assert "key 'packages': entry 1:" in error.detail
+    error = load_error(tmp_path, f"package_spec = [{entry!r}]")
+    assert "key 'package_spec': entry 1:" in error.detail
     assert problem in error.detail
 
 
 def test_bad_dependency_range_suggests_a_fix(tmp_path: Path) -> None:
     """A bare version as a range suggests `==` or `>=`."""
-    error = load_error(tmp_path, '[dependencies]\ncerts = "1.2"')
-    assert "key 'dependencies': dependency 'certs': '1.2' is not a valid version range" in (
+    error = load_error(tmp_path, '[dependency_spec]\ncerts = "1.2"')
+    assert "key 'dependency_spec': dependency 'certs': '1.2' is not a valid version range" in (
         error.detail
     )
     assert "'==1.2'" in error.detail
@@ -204,7 +211,7 @@ def test_bad_dependency_range_suggests_a_fix(tmp_path: Path) -> None:
 
 def test_bad_dependency_name(tmp_path: Path) -> None:
     """A dependency name must be a module name."""
-    error = load_error(tmp_path, '[dependencies]\n"Certs!" = ">=1"')
+    error = load_error(tmp_path, '[dependency_spec]\n"Certs!" = ">=1"')
     assert "dependency 'Certs!': 'Certs!' is not a valid module name" in error.detail
 
 
@@ -274,3 +281,179 @@ def test_invalid_module_names(name: str) -> None:
     """Names breaking the pattern are rejected."""
     with pytest.raises(Invalid, match="is not a valid module name"):
         check_module_name(name)
+
+
+def test_older_key_names_are_accepted(tmp_path: Path) -> None:
+    """`packages` and `[dependencies]`, the names before `package_spec` and `dependency_spec`,
+    still load, into the same fields."""
+    old = 'packages = ["nginx (>= 1.22)"]\n[dependencies]\ncerts = ">=1"\n'
+    new = 'package_spec = ["nginx (>= 1.22)"]\n[dependency_spec]\ncerts = ">=1"\n'
+    assert load_module_toml(write(tmp_path, old)) == load_module_toml(write(tmp_path, new))
+    _, _, spec = load_module_toml(write(tmp_path, old))
+    assert spec.package_spec == ["nginx (>= 1.22)"]
+    assert spec.dependency_spec == {"certs": ">=1"}
+
+
+def test_a_spec_is_recorded_under_the_canonical_key_names() -> None:
+    """What the database keeps (and the API shows) uses `package_spec` and `dependency_spec`."""
+    spec = ModuleSpec.model_validate({"packages": ["curl"], "dependencies": {"base": ""}})
+    dumped = spec.model_dump(mode="json")
+    assert dumped["package_spec"] == ["curl"]
+    assert dumped["dependency_spec"] == {"base": ""}
+    assert "packages" not in dumped
+    assert ModuleSpec.from_stored(dumped) == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "old"),
+    [
+        ('package_spec = ["a"]\npackages = ["b"]', "package_spec", "packages"),
+        ('[dependency_spec]\na = ""\n[dependencies]\nb = ""', "dependency_spec", "dependencies"),
+    ],
+)
+def test_a_key_and_its_older_name_together_are_refused(
+    tmp_path: Path, text: str, key: str, old: str
+) -> None:
+    """Giving both spellings of one key is ambiguous: refused, naming both."""
+    error = load_error(tmp_path, text)
+    assert f"keys '{key}' and '{old}' (its older name) are both given" in error.detail
+
+
+def test_an_older_key_name_is_named_in_its_errors(tmp_path: Path) -> None:
+    """A bad value under the older name is reported under the name the author wrote."""
+    error = load_error(tmp_path, 'packages = ["Nginx"]')
+    assert "key 'packages': entry 1:" in error.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('file_spec = "+ /etc/***\\nx nope\\n"', "key 'file_spec': line 2: 'x nope': unknown rule"),
+        (
+            'file_spec = ["+ /etc/***", "- a", "y b"]',
+            "key 'file_spec': line 3: 'y b': unknown rule",
+        ),
+        ('file_spec = "x bad"', "key 'file_spec': line 1: 'x bad'"),
+    ],
+)
+def test_malformed_file_spec_is_refused_naming_the_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """file_spec is parsed when the spec is read, not when the first file arrives."""
+    error = load_error(tmp_path, text)
+    assert problem in error.detail
+
+
+def _rule_fails(rule: str) -> bool:
+    try:
+        FilterRules.parse(rule)
+    except Invalid:
+        return True
+    return False
+
+
+# Patterns the filter engine has refused at some point (what it refuses is its business).
+MASK_CANDIDATES = ["[ab", "[[:nope:]]", "a*\\", "x" * 5000, "/usr/share/doc/"]
+
+
+def test_a_mask_pattern_is_refused_exactly_when_its_rule_would_fail() -> None:
+    """A mask pattern that cannot be the rule `- PATTERN` fails at import, naming the
+    pattern, instead of failing every later preview of every template using the module."""
+    refused = 0
+    for pattern in MASK_CANDIDATES:
+        data = {"mask": ["/usr/share/doc/", pattern]}
+        if _rule_fails(f"- {pattern}"):
+            refused += 1
+            with pytest.raises(Invalid) as caught:
+                module_from_mapping(data, source="module.toml")
+            assert "key 'mask': pattern 2 (" in caught.value.detail
+            assert "is not a valid pattern" in caught.value.detail
+        else:
+            assert module_from_mapping(data, source="module.toml")[2].mask[1] == pattern
+    assert refused, "no candidate pattern is refused by the filter engine any more"
+
+
+def test_mask_pattern_must_be_one_line(tmp_path: Path) -> None:
+    """A carriage return would split the mask rule in two: refused like a newline."""
+    with pytest.raises(ValueError, match="must be one non-empty line"):
+        ModuleSpec(mask=["a\rb"])
+
+
+def test_stored_specs_are_not_parsed_again() -> None:
+    """A spec read back from the database skips rule parsing (a preview loads every version);
+    one recorded before rules were checked at import still loads."""
+    spec = ModuleSpec.from_stored({"file_spec": "x bad\n"})
+    assert spec.file_spec == "x bad\n"
+    with pytest.raises(ValueError, match="line 1: 'x bad'"):
+        ModuleSpec.model_validate({"file_spec": "x bad\n"})
+
+
+def test_spec_from_json_fields() -> None:
+    """The API's spec field: JSON with module.toml's keys, validated the same way."""
+    name, version, spec = module_from_json(
+        '{"version": "1.0", "file_spec": ["+ /etc/***", "- *"], "package_spec": ["nginx"]}',
+        source="the spec parameter",
+    )
+    assert (name, version) == (None, "1.0")
+    assert spec.file_spec == "+ /etc/***\n- *\n"
+    assert (name, version, spec) == module_from_mapping(
+        {"version": "1.0", "file_spec": "+ /etc/***\n- *", "packages": ["nginx"]}, source="x"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{", "the spec parameter is not valid JSON"),
+        ("[1]", "must be a JSON object with module.toml's keys, not list"),
+        ('{"file_spec": "x bad"}', "the spec parameter: key 'file_spec': line 1"),
+    ],
+)
+def test_bad_spec_json_is_refused(text: str, problem: str) -> None:
+    """Bad JSON, a non-object and an invalid key each get a clear message."""
+    with pytest.raises(Invalid) as caught:
+        module_from_json(text, source="the spec parameter")
+    assert problem in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("spellings", "key"),
+    [
+        (["1.1", "1.1.0", "1.1.0.0", "0!1.1", "01.1"], "1.1"),
+        (["1", "1.0"], "1"),
+        (["0", "0.0"], "0"),
+        (["1.0a", "1.0a0", "1.0alpha0", "1.0.0-a0"], "1a0"),
+        (["1.0-1", "1.0.post1", "1.0r1", "1.0.0-rev1"], "1.post1"),
+        (["2!1.0.dev", "2!1.dev0"], "2!1.dev0"),
+        (["1.0+ABC.01", "1.0+abc-1", "1.0.0+abc_1"], "1+abc.1"),
+        (["1.0.1"], "1.0.1"),
+    ],
+)
+def test_version_key_is_shared_by_every_spelling(spellings: list[str], key: str) -> None:
+    """Every PEP 440 spelling of one version has the same key."""
+    assert {version_key(text) for text in spellings} == {key}
+
+
+_segment = st.integers(min_value=0, max_value=3)
+_versions = st.builds(
+    lambda epoch, release, pre, post, dev, local: (
+        (f"{epoch}!" if epoch else "")
+        + ".".join(str(r) for r in release)
+        + (f"{pre[0]}{pre[1]}" if pre else "")
+        + (f".post{post}" if post is not None else "")
+        + (f".dev{dev}" if dev is not None else "")
+        + (f"+{local}" if local else "")
+    ),
+    st.sampled_from([0, 0, 1]),
+    st.lists(_segment, min_size=1, max_size=4),
+    st.none() | st.tuples(st.sampled_from(["a", "b", "rc"]), _segment),
+    st.none() | _segment,
+    st.none() | _segment,
+    st.sampled_from(["", "", "abc", "ABC.1", "abc.01", "1"]),
+)
+
+
+@given(_versions, _versions)
+def test_version_keys_are_equal_exactly_when_versions_are(left: str, right: str) -> None:
+    """The key is a faithful stand-in for PEP 440 equality (what the unique index relies on)."""
+    assert (version_key(left) == version_key(right)) == (Version(left) == Version(right))

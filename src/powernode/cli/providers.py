@@ -8,7 +8,7 @@ import typer
 
 from powernode.cli.common import LimitOption, OutputOption, VersionOption, emit_deleted, state
 from powernode.cli.output import OutputFormat, emit
-from powernode.cli.params import parse_typed_pairs
+from powernode.cli.params import invalid, parse_typed_pairs
 from powernode.fleet.states import Arch
 
 app = typer.Typer(help="Provider accounts: where nodes are created.", no_args_is_help=True)
@@ -177,3 +177,69 @@ def type_remove(ctx: typer.Context, account: str, name: str) -> None:
     """Remove an instance type from the catalog."""
     state(ctx).client().delete(f"/provider-accounts/{account}/instance-types/{name}")
     typer.echo(f"removed instance type {name} from {account}")
+
+
+@region_app.command("show")
+def region_show(
+    ctx: typer.Context, account: str, name: str, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """Show one region."""
+    emit(state(ctx).client().get(f"/provider-accounts/{account}/regions/{name}"), output)
+
+
+@region_app.command("update")
+def region_update(
+    ctx: typer.Context,
+    account: str,
+    name: str,
+    display_name: Annotated[str, typer.Option(help="New human-readable name.")],
+    version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Change a region's display name."""
+    client = state(ctx).client()
+    path = f"/provider-accounts/{account}/regions/{name}"
+    expected = version if version is not None else client.get(path)["version"]
+    emit(client.patch(path, {"version": expected, "display_name": display_name}), output)
+
+
+@zone_app.command("show")
+def zone_show(
+    ctx: typer.Context,
+    account: str,
+    region: str,
+    name: str,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show one zone."""
+    path = f"/provider-accounts/{account}/regions/{region}/zones/{name}"
+    emit(state(ctx).client().get(path), output)
+
+
+@type_app.command("show")
+def type_show(
+    ctx: typer.Context, account: str, name: str, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """Show one instance type."""
+    emit(state(ctx).client().get(f"/provider-accounts/{account}/instance-types/{name}"), output)
+
+
+@type_app.command("update")
+def type_update(
+    ctx: typer.Context,
+    account: str,
+    name: str,
+    vcpus: Annotated[int | None, typer.Option(help="Virtual CPUs.")] = None,
+    memory_mib: Annotated[int | None, typer.Option(help="Memory in MiB.")] = None,
+    arch: Annotated[Arch | None, typer.Option(help="CPU architecture.")] = None,
+    version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Resize an instance type or change its arch."""
+    if vcpus is None and memory_mib is None and arch is None:
+        raise invalid("nothing to change; give --vcpus, --memory-mib or --arch")
+    client = state(ctx).client()
+    path = f"/provider-accounts/{account}/instance-types/{name}"
+    expected = version if version is not None else client.get(path)["version"]
+    body = {"version": expected, "vcpus": vcpus, "memory_mib": memory_mib, "arch": arch}
+    emit(client.patch(path, {k: v for k, v in body.items() if v is not None}), output)

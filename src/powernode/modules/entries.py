@@ -2,7 +2,8 @@
 
 An entry is one path with its type, permission bits, owner, size, mtime and, for regular
 files, the sha256 of the content and its fs-verity digest (SHA-256, 4 KiB blocks); for
-symlinks, the target. Paths are relative, `/`-separated, without `.` or `..` components.
+symlinks, the target. Paths are relative, `/`-separated, without `.` or `..` components, and
+UTF-8 text (the encoding is JSON).
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ class Entry(NamedTuple):
 
 
 def check_path(path: str) -> str:
-    """`path` if it is a safe relative path inside a tree, else Invalid saying why."""
-    if not path or path.startswith("/") or "\x00" in path or "\\" in path:
+    """`path` if it is a safe relative path inside a tree, else Invalid saying why.
+
+    A backslash is an ordinary character on Linux (systemd's escaped unit names hold them:
+    `system-systemd\\x2dcryptsetup.slice`), so it is allowed; only `/` separates components.
+    """
+    if not path or path.startswith("/") or "\x00" in path:
         raise Invalid(f"path {path!r} is not a relative path inside the module tree")
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from powernode.db.pagination import Page, paginate
@@ -23,10 +24,10 @@ from powernode.events.log import EventContext, record_event
 from powernode.modules.compose import Composition, compose
 from powernode.modules.entries import FILE, Entry, decode_entries, encode_entries
 from powernode.modules.footprint import Footprint
-from powernode.modules.importer import ImportedTree, read_tree
+from powernode.modules.importer import MODULE_TOML, ImportedTree, ModuleFields, read_tree
 from powernode.modules.models import Module, ModuleVersion
-from powernode.modules.resolve import resolve
-from powernode.modules.spec import ModuleSpec, parse_version
+from powernode.modules.resolve import check_distinct_versions, resolve
+from powernode.modules.spec import ModuleSpec, module_from_json, parse_version, version_key
 from powernode.modules.store import ContentStore
 from powernode.templates.models import Template
 
@@ -64,16 +65,85 @@ def version_out(module: Module, row: ModuleVersion) -> ModuleVersionOut:
     )
 
 
+SPEC_FIELD = "the spec parameter"
+
+
+def parse_spec_field(text: str | None) -> ModuleFields | None:
+    """The import API's `spec` field (JSON with module.toml's keys), validated; None if absent."""
+    if text is None:
+        return None
+    return ModuleFields(*module_from_json(text, source=SPEC_FIELD))
+
+
 def read_upload(
-    stream: IO[bytes], store: ContentStore, *, name: str, version: str, preserve_owner: bool
+    stream: IO[bytes],
+    store: ContentStore,
+    *,
+    name: str,
+    version: str,
+    preserve_owner: bool,
+    fields: ModuleFields | None = None,
 ) -> ImportedTree:
-    """Blocking part of an import (hashing, storing): run it in a worker thread."""
-    tree = read_tree(stream, store, spec=None, preserve_owner=preserve_owner)
+    """Blocking part of an import (hashing, storing): run it in a worker thread.
+
+    `fields` is the spec given as API fields; the tree's module.toml, if any, must agree.
+    """
+    tree = read_tree(stream, store, fields=fields, preserve_owner=preserve_owner)
+    where = "module.toml" if tree.spec_source == MODULE_TOML else SPEC_FIELD
     if tree.name is not None and tree.name != name:
-        raise Invalid(f"module.toml names module {tree.name!r}, but the import is for {name!r}")
+        raise Invalid(f"{where} names module {tree.name!r}, but the import is for {name!r}")
     if tree.version is not None and tree.version != version:
-        raise Invalid(f"module.toml says version {tree.version}, but the import is for {version}")
+        raise Invalid(f"{where} says version {tree.version}, but the import is for {version}")
     return tree
+
+
+async def _same_version(session: AsyncSession, module_id: uuid.UUID, version: str) -> str | None:
+    """The version of the module equal to `version` under PEP 440, as it was written."""
+    found: str | None = await session.scalar(
+        select(ModuleVersion.version).where(
+            ModuleVersion.module_id == module_id,
+            ModuleVersion.version_key == version_key(version),
+        )
+    )
+    return found
+
+
+def _exists(name: str, version: str, existing: str) -> Conflict:
+    same = "" if existing == version else f", which is the same PEP 440 version as {version}"
+    return Conflict(
+        f"module {name}@{existing} already exists{same}; versions are immutable, "
+        "import a new version instead",
+        existing_version=existing,
+    )
+
+
+async def check_new_version(session: AsyncSession, name: str, version: str) -> None:
+    """Conflict early, before a large upload is read, when `version` is taken already.
+
+    Only a courtesy: `record_version` checks again, the database's unique index decides.
+    """
+    parse_version(version)
+    module_id = await session.scalar(select(Module.id).where(Module.name == name))
+    if module_id is not None and (existing := await _same_version(session, module_id, version)):
+        raise _exists(name, version, existing)
+
+
+async def _module_for_import(
+    session: AsyncSession, name: str, description: str, now: dt.datetime
+) -> Module:
+    module = await session.scalar(select(Module).where(Module.name == name))
+    if module is not None:
+        return module
+    module = Module(name=name, description=description, created_at=now)
+    try:
+        async with session.begin_nested():  # a concurrent first import may create it too
+            session.add(module)
+    except IntegrityError:
+        found = await session.scalar(select(Module).where(Module.name == name))
+        if found is None:
+            raise
+        return found
+    return module
 
 
 async def record_version(
@@ -85,28 +155,22 @@ async def record_version(
     version: str,
     tree: ImportedTree,
 ) -> tuple[Module, ModuleVersion]:
-    """Register an imported tree as module `name` at `version` (immutable once recorded)."""
-    parse_version(version)
-    module = await session.scalar(select(Module).where(Module.name == name))
+    """Register an imported tree as module `name` at `version` (immutable once recorded).
+
+    Refuses a version equal under PEP 440 to one the module has (`1.1` vs `1.1.0`); the unique
+    index on (module, version key) settles two imports racing for it.
+    """
+    key = version_key(version)
     now = ctx.clock.now()
-    if module is None:
-        module = Module(name=name, description=tree.spec.description, created_at=now)
-        session.add(module)
-        await session.flush()
-    elif await session.scalar(
-        select(ModuleVersion.id).where(
-            ModuleVersion.module_id == module.id, ModuleVersion.version == version
-        )
-    ):
-        raise Conflict(
-            f"module {name}@{version} already exists; versions are immutable, "
-            "import a new version instead"
-        )
+    module = await _module_for_import(session, name, tree.spec.description, now)
+    if existing := await _same_version(session, module.id, version):
+        raise _exists(name, version, existing)
     files = [e for e in tree.entries if e.type == FILE]
     entries_sha = store.put_bytes(encode_entries(tree.entries))
     row = ModuleVersion(
         module_id=module.id,
         version=version,
+        version_key=key,
         spec=tree.spec.model_dump(mode="json"),
         entries_sha256=entries_sha,
         file_count=len(files),
@@ -114,8 +178,14 @@ async def record_version(
         created_at=now,
         created_by=ctx.actor,
     )
-    session.add(row)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        existing = await _same_version(session, module.id, version)
+        if existing is None:
+            raise
+        raise _exists(name, version, existing) from None
     await record_event(
         session,
         ctx,
@@ -156,10 +226,16 @@ async def versions_of(
 async def get_version(
     session: AsyncSession, name: str, version: str
 ) -> tuple[Module, ModuleVersion]:
+    """The version of module `name` equal to `version` under PEP 440 (`1.1.0` finds `1.1`), as
+    templates resolve it."""
+    try:
+        key = version_key(version)
+    except Invalid:
+        raise NotFound(f"module {name}@{version} does not exist") from None
     row = await session.execute(
         select(Module, ModuleVersion)
         .join(ModuleVersion, ModuleVersion.module_id == Module.id)
-        .where(Module.name == name, ModuleVersion.version == version)
+        .where(Module.name == name, ModuleVersion.version_key == key)
     )
     found = row.first()
     if found is None:
@@ -216,12 +292,18 @@ class CatalogVersion:
 
 
 class DbCatalog:
-    """Every imported module version, as the resolver sees them (versions as written)."""
+    """Every imported module version, as the resolver sees them (versions as written).
+
+    Like `MemoryCatalog`, refuses two PEP 440-equal versions of one module; the database's
+    unique version key keeps them out, so this only guards against rows written around it.
+    """
 
     def __init__(self, rows: list[CatalogVersion]) -> None:
         self._by_name: dict[str, dict[str, CatalogVersion]] = {}
         for row in rows:
             self._by_name.setdefault(row.name, {})[row.version] = row
+        for name, versions in self._by_name.items():
+            check_distinct_versions(name, versions)
 
     def versions(self, name: str) -> list[str]:
         return list(self._by_name.get(name, {}))
@@ -242,7 +324,7 @@ async def load_catalog(session: AsyncSession) -> DbCatalog:
             Module.name, ModuleVersion.version, ModuleVersion.spec, ModuleVersion.entries_sha256
         ).join(ModuleVersion, ModuleVersion.module_id == Module.id)
     )
-    return DbCatalog([CatalogVersion(n, v, ModuleSpec.model_validate(s), d) for n, v, s, d in rows])
+    return DbCatalog([CatalogVersion(n, v, ModuleSpec.from_stored(s), d) for n, v, s, d in rows])
 
 
 async def compose_template(

@@ -11,18 +11,24 @@ A module version is a file tree plus this spec. A `module.toml` looks like::
     - *
     '''                          # rsync filter rules, one per line (or a list of lines)
     mask = ["/etc/nginx/secrets/*"]
-    packages = ["nginx (>= 1.22)", "ca-certificates"]
+    package_spec = ["nginx (>= 1.22)", "ca-certificates"]
 
-    [dependencies]               # module name -> PEP 440 version range ("" or "*": any)
+    [dependency_spec]            # module name -> PEP 440 version range ("" or "*": any)
     certs = ">=1.2,<2"
 
+`packages` and `dependencies` are accepted as older names of `package_spec` and
+`dependency_spec` (specs stored before the rename use them); giving both spellings is an error.
+The same keys can come as API fields instead (see `module_from_mapping`).
+
 Module names match `MODULE_NAME_PATTERN`; module versions and ranges follow PEP 440; package
-relations follow Debian (see `powernode.modules.packages`). Every parse error is an `Invalid`
-that says what is wrong and how to fix it.
+relations follow Debian (see `powernode.modules.packages`); `file_spec` and `mask` are parsed as
+filter rules here, so a bad rule is refused at import, not when a template is composed. Every
+parse error is an `Invalid` that says what is wrong and how to fix it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -32,9 +38,19 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from powernode.errors import Invalid
+from powernode.modules.filters import FilterRules
 from powernode.modules.packages import PackageRelation, parse_package_relation
 
 MODULE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,98}[a-z0-9])?$"
@@ -134,6 +150,27 @@ def _value_error(error: Invalid) -> ValueError:
     return ValueError(error.detail)
 
 
+OLD_KEY_NAMES = {"package_spec": "packages", "dependency_spec": "dependencies"}
+"""Keys of module.toml renamed to the issue's names; the old ones remain accepted."""
+
+STORED = {"stored": True}
+"""Validation context for specs read back from the database: they were checked at import, so
+their filter rules are not parsed again (a preview validates every version's spec)."""
+
+
+def _rule_problem(text: str, source: str) -> str | None:
+    """Why `text` is not valid filter rules (naming the line), or None when it is."""
+    try:
+        FilterRules.parse(text, source=source)
+    except Invalid as error:
+        return error.detail
+    return None
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("stored"))
+
+
 class ModuleSpec(BaseModel):
     """What a module version declares: its files, masks, packages, dependencies and parent."""
 
@@ -141,14 +178,31 @@ class ModuleSpec(BaseModel):
 
     description: str = ""
     file_spec: str = ""
-    """rsync filter rules, one per line, ending with a newline; parsed elsewhere."""
+    """rsync filter rules, one per line, ending with a newline."""
     mask: list[str] = []
-    packages: list[str] = []
+    """Patterns, each used as the rule `- PATTERN` against the modules below."""
+    package_spec: list[str] = Field(
+        default=[], validation_alias=AliasChoices("package_spec", "packages")
+    )
     """Debian package relations, one package each, normalized (`nginx (>= 1.22)`)."""
-    dependencies: dict[str, str] = {}
+    dependency_spec: dict[str, str] = Field(
+        default={}, validation_alias=AliasChoices("dependency_spec", "dependencies")
+    )
     """Module name -> PEP 440 range as written; `""` means any version."""
     extends: str | None = None
     """The parent module, optionally with a range (`docker >=24`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: object) -> object:
+        if isinstance(data, Mapping):
+            for key, old in OLD_KEY_NAMES.items():
+                if key in data and old in data:
+                    raise ValueError(
+                        f"keys '{key}' and '{old}' (its older name) are both given; keep "
+                        f"'{key}' only"
+                    )
+        return data
 
     @field_validator("file_spec", mode="before")
     @classmethod
@@ -164,17 +218,33 @@ class ModuleSpec(BaseModel):
             value += "\n"
         return value
 
+    @field_validator("file_spec")
+    @classmethod
+    def _parse_file_spec(cls, value: str, info: ValidationInfo) -> str:
+        if not _stored(info) and (problem := _rule_problem(value, "file_spec")):
+            raise ValueError(problem.removeprefix("file_spec "))
+        return value
+
     @field_validator("mask")
     @classmethod
-    def _check_mask(cls, value: list[str]) -> list[str]:
+    def _check_mask(cls, value: list[str], info: ValidationInfo) -> list[str]:
         for number, pattern in enumerate(value, start=1):
-            if not pattern.strip() or "\n" in pattern:
+            if not pattern.strip() or "\n" in pattern or "\r" in pattern:
                 raise ValueError(
                     f"pattern {number} ({pattern!r}) must be one non-empty line, e.g. '/etc/*.key'"
                 )
+            if _stored(info):
+                continue
+            # Composition turns each pattern into the rule `- PATTERN` (see compose.py).
+            if problem := _rule_problem(f"- {pattern}", "mask"):
+                shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+                raise ValueError(
+                    f"pattern {number} ({shown!r}) is not a valid pattern: "
+                    + problem.removeprefix("mask line 1: ")
+                )
         return value
 
-    @field_validator("packages")
+    @field_validator("package_spec")
     @classmethod
     def _check_packages(cls, value: list[str]) -> list[str]:
         normalized = []
@@ -185,7 +255,7 @@ class ModuleSpec(BaseModel):
                 raise ValueError(f"entry {number}: {error.detail}") from None
         return normalized
 
-    @field_validator("dependencies")
+    @field_validator("dependency_spec")
     @classmethod
     def _check_dependencies(cls, value: dict[str, str]) -> dict[str, str]:
         normalized = {}
@@ -218,13 +288,18 @@ class ModuleSpec(BaseModel):
         """The dependencies in declared order, each with its acceptable range."""
         return [
             ModuleRequirement(name, parse_specifier(text))
-            for name, text in self.dependencies.items()
+            for name, text in self.dependency_spec.items()
         ]
 
     @property
     def package_relations(self) -> list[PackageRelation]:
         """The packages, parsed."""
-        return [parse_package_relation(text) for text in self.packages]
+        return [parse_package_relation(text) for text in self.package_spec]
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> ModuleSpec:
+        """A spec as recorded at import (either key spelling), without re-parsing its rules."""
+        return cls.model_validate(data, context=STORED)
 
 
 _TOP_LEVEL_KEYS = ("name", "version")
@@ -232,8 +307,11 @@ _TOML_POSITION = re.compile(r"\s*\((?:at line (?P<line>\d+), column (?P<column>\
 
 
 def known_keys() -> list[str]:
-    """Every key a `module.toml` may contain."""
-    return [*_TOP_LEVEL_KEYS, *ModuleSpec.model_fields]
+    """Every key a `module.toml` may contain (older names in parentheses)."""
+    return [
+        f"{key} (or {OLD_KEY_NAMES[key]})" if key in OLD_KEY_NAMES else key
+        for key in (*_TOP_LEVEL_KEYS, *ModuleSpec.model_fields)
+    ]
 
 
 def load_module_toml(path: Path) -> tuple[str | None, str | None, ModuleSpec]:
@@ -247,6 +325,24 @@ def load_module_toml(path: Path) -> tuple[str | None, str | None, ModuleSpec]:
     except tomllib.TOMLDecodeError as error:
         raise _toml_error(path, error) from None
     return module_from_mapping(data, source=str(path))
+
+
+def module_from_json(text: str, *, source: str) -> tuple[str | None, str | None, ModuleSpec]:
+    """Validate a JSON object holding module.toml's keys (the import API's `spec` field)."""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise Invalid(
+            f"{source} is not valid JSON ({error}); give an object such as "
+            '{"file_spec": ["+ /etc/***", "- *"], "package_spec": ["nginx"]}',
+            file=source,
+        ) from None
+    if not isinstance(data, dict):
+        raise Invalid(
+            f"{source} must be a JSON object with module.toml's keys, not {type(data).__name__}",
+            file=source,
+        )
+    return module_from_mapping(data, source=source)
 
 
 def module_from_mapping(
@@ -275,7 +371,9 @@ def module_from_mapping(
     except ValidationError as error:
         problems.extend(_describe(error))
     if problems or spec is None:
-        described = "; ".join(f"key '{key}': {problem}" for key, problem in problems)
+        described = "; ".join(
+            f"key '{key}': {problem}" if key else problem for key, problem in problems
+        )
         raise Invalid(
             f"{source}: {described}",
             file=source,

@@ -49,6 +49,8 @@ class Region(IdMixin, Base):
     )
     name: Mapped[str] = mapped_column(String(63))
     display_name: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column()
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class Zone(IdMixin, Base):
@@ -57,6 +59,8 @@ class Zone(IdMixin, Base):
 
     region_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column()
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class InstanceType(IdMixin, Base):
@@ -70,3 +74,5 @@ class InstanceType(IdMixin, Base):
     vcpus: Mapped[int]
     memory_mib: Mapped[int]
     arch: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column()
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from powernode.api.deps import Cursor, Limit, ProviderAdmin, Reader, SessionDep
+from powernode.api.deps import Cursor, ExpectedVersion, Limit, ProviderAdmin, Reader, SessionDep
 from powernode.db.crud import commit
 from powernode.providers import catalog
 from powernode.providers.catalog import (
     InstanceTypeCreate,
     InstanceTypeOut,
+    InstanceTypeUpdate,
     RegionCreate,
     RegionOut,
+    RegionUpdate,
     ZoneCreate,
     ZoneOut,
 )
@@ -85,27 +87,81 @@ async def add_instance_type(
 
 @router.delete("/{account}/regions/{region}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_region(
-    session: SessionDep, caller: ProviderAdmin, account: str, region: str
+    session: SessionDep,
+    caller: ProviderAdmin,
+    account: str,
+    region: str,
+    version: ExpectedVersion = None,
 ) -> Response:
     """Remove a region and its zones (refused while nodes are placed in it)."""
-    await catalog.remove_region(session, caller.ctx, account, region)
+    await catalog.remove_region(session, caller.ctx, account, region, version)
     await commit(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/{account}/regions/{region}/zones/{zone}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_zone(
-    session: SessionDep, caller: ProviderAdmin, account: str, region: str, zone: str
+    session: SessionDep,
+    caller: ProviderAdmin,
+    account: str,
+    region: str,
+    zone: str,
+    version: ExpectedVersion = None,
 ) -> Response:
-    await catalog.remove_zone(session, caller.ctx, account, region, zone)
+    await catalog.remove_zone(session, caller.ctx, account, region, zone, version)
     await commit(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/{account}/instance-types/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_instance_type(
-    session: SessionDep, caller: ProviderAdmin, account: str, name: str
+    session: SessionDep,
+    caller: ProviderAdmin,
+    account: str,
+    name: str,
+    version: ExpectedVersion = None,
 ) -> Response:
-    await catalog.remove_instance_type(session, caller.ctx, account, name)
+    await catalog.remove_instance_type(session, caller.ctx, account, name, version)
     await commit(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{account}/regions/{region}")
+async def get_region(session: SessionDep, _: Reader, account: str, region: str) -> RegionOut:
+    return RegionOut.model_validate(await catalog.get_region(session, account, region))
+
+
+@router.patch("/{account}/regions/{region}")
+async def update_region(
+    session: SessionDep, caller: ProviderAdmin, account: str, region: str, patch: RegionUpdate
+) -> RegionOut:
+    """Change a region's display name (send the `version` you read)."""
+    row = await catalog.update_region(session, caller.ctx, account, region, patch)
+    await commit(session)
+    return RegionOut.model_validate(row)
+
+
+@router.get("/{account}/regions/{region}/zones/{zone}")
+async def get_zone(session: SessionDep, _: Reader, account: str, region: str, zone: str) -> ZoneOut:
+    return ZoneOut.model_validate(await catalog.get_zone(session, account, region, zone))
+
+
+@router.get("/{account}/instance-types/{name}")
+async def get_instance_type(
+    session: SessionDep, _: Reader, account: str, name: str
+) -> InstanceTypeOut:
+    return InstanceTypeOut.model_validate(await catalog.get_instance_type(session, account, name))
+
+
+@router.patch("/{account}/instance-types/{name}")
+async def update_instance_type(
+    session: SessionDep,
+    caller: ProviderAdmin,
+    account: str,
+    name: str,
+    patch: InstanceTypeUpdate,
+) -> InstanceTypeOut:
+    """Change an instance type's size or arch (send the `version` you read)."""
+    row = await catalog.update_instance_type(session, caller.ctx, account, name, patch)
+    await commit(session)
+    return InstanceTypeOut.model_validate(row)

@@ -25,11 +25,19 @@ MAX_UPLOAD = 8 << 30  # refuse archives past 8 GiB rather than fill the disk
 _TAR_BODY = {
     "requestBody": {
         "required": True,
-        "description": "The module tree as a tar archive (optionally compressed); a top-level "
-        "module.toml, if present, must be its first member.",
+        "description": "The module tree as a tar archive (plain, gzip, bzip2 or xz); a "
+        "top-level module.toml, if present, must be its first member. `file_spec` decides which "
+        "members the module holds; a member it excludes is never refused.",
         "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+_SPEC_FIELD = (
+    "The spec as a JSON object with module.toml's keys (`description`, `file_spec`, `mask`, "
+    "`package_spec`, `dependency_spec`, `extends`; `name` and `version` must match the import), "
+    'e.g. `{"file_spec": ["+ /etc/***", "- *"], "package_spec": ["nginx (>= 1.22)"]}`. Use '
+    "it instead of a module.toml in the archive; when both are given they must say the same, "
+    "else the import is refused. Up to 8 KiB: put longer specs in module.toml."
+)
 
 
 @router.get("/modules")
@@ -60,8 +68,12 @@ async def import_version(
     preserve_owner: Annotated[
         bool, Query(description="Keep the archive's uid/gid instead of root:root.")
     ] = False,
+    spec: Annotated[str | None, Query(max_length=8192, description=_SPEC_FIELD)] = None,
 ) -> ModuleVersionOut:
-    """Import a module version from a tar of its tree. Versions are immutable."""
+    """Import a module version from a tar of its tree. Versions are immutable: a version equal
+    to an existing one under PEP 440 (`1.1` and `1.1.0`) is a conflict."""
+    fields = service.parse_spec_field(spec)
+    await service.check_new_version(session, name, version)
     # Receiving and hashing a large tree takes a while: do not hold a transaction (on SQLite,
     # the write lock) meanwhile; the version is recorded in a fresh one afterwards.
     await session.rollback()
@@ -80,6 +92,7 @@ async def import_version(
             name=name,
             version=version,
             preserve_owner=preserve_owner,
+            fields=fields,
         )
     module, row = await service.record_version(
         session, caller.ctx, store, name=name, version=version, tree=tree
@@ -92,6 +105,7 @@ async def import_version(
 async def get_version(
     session: SessionDep, _: Reader, name: ModuleName, version: VersionText
 ) -> ModuleVersionOut:
+    """One version; any PEP 440 spelling of it finds it (`1.1.0` finds `1.1`)."""
     module, row = await service.get_version(session, name, version)
     return version_out(module, row)
 
