@@ -1,23 +1,28 @@
 """Writing a composed tree to a directory, equal to its manifest.
 
 Files are hard links to inodes in the content store that carry the entry's mode, owner and
-mtime (see `store.ContentStore.inode`), or copies where the target is on another filesystem.
-Directories get their metadata last, deepest first, so a read-only directory does not block
-writing into it. A path under a symlink entry would be written through the link, possibly
-outside the root: such a tree is refused before anything is written.
+mtime, checked before each link so that a tree edited in place cannot leak into later ones
+(see `store.InodeLinker`), or checked copies where the target is on another filesystem.
+Composed trees therefore share inodes with each other: edit a file of one by replacing it
+(write a new file, rename it over), or copy the tree first.
+
+The manifest is checked before anything is written: safe relative paths, each once, every
+parent a directory entry. A path under a symlink would be written through the link, possibly
+outside the root; a path under a file, or with no parent entry, means the manifest is not a
+tree. Directories get their metadata last, deepest first, so a read-only directory does not
+block writing into it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from powernode.errors import Conflict, Invalid
-from powernode.modules.entries import DIR, FILE, SYMLINK, Entry, check_path, parents
-from powernode.modules.store import ContentStore
+from powernode.modules.entries import DIR, FILE, SYMLINK, Entry, check_path
+from powernode.modules.store import ContentStore, InodeLinker
 
 
 @dataclass(frozen=True)
@@ -29,22 +34,39 @@ class Materialized:
     ownership_applied: bool
 
 
-def check_escapes(entries: list[Entry]) -> None:
-    """Invalid when a path would be written through a symlink entry."""
-    links = {e.path for e in entries if e.type == SYMLINK}
+def check_manifest(entries: list[Entry]) -> None:
+    """Invalid unless `entries` is a tree that can be written as it is."""
+    types: dict[str, str] = {}
     for entry in entries:
         check_path(entry.path)
-        for parent in parents(entry.path):
-            if parent in links:
-                raise Invalid(
-                    f"{entry.path} lies under the symlink {parent}; writing it would follow the "
-                    "link and could escape the root"
-                )
+        if entry.path in types:
+            raise Invalid(f"{entry.path} appears twice in the manifest")
+        if entry.type not in (DIR, FILE, SYMLINK):
+            raise Invalid(f"{entry.path} has unknown type {entry.type!r}")
+        if entry.type == FILE and entry.sha256 is None:
+            raise Invalid(f"{entry.path} is a file without a sha256")
+        if entry.type == SYMLINK and entry.target is None:
+            raise Invalid(f"{entry.path} is a symlink without a target")
+        types[entry.path] = entry.type
+    # Each parent being a directory entry makes every ancestor one, by induction.
+    for entry in entries:
+        parent = entry.path.rpartition("/")[0]
+        kind = types.get(parent) if parent else DIR
+        if kind == DIR:
+            continue
+        if kind is None:
+            raise Invalid(f"{entry.path}: its parent {parent} is not in the manifest")
+        if kind == SYMLINK:
+            raise Invalid(
+                f"{entry.path} lies under the symlink {parent}; writing it would follow the "
+                "link and could escape the root"
+            )
+        raise Invalid(f"{entry.path} lies under {parent}, which is a {kind}, not a directory")
 
 
 def materialize(entries: list[Entry], store: ContentStore, out: Path) -> Materialized:
     """Write `entries` under `out`, which must be missing or empty."""
-    check_escapes(entries)
+    check_manifest(entries)
     if out.exists() and any(out.iterdir()):
         raise Conflict(f"{out} is not empty; compose into a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -53,22 +75,21 @@ def materialize(entries: list[Entry], store: ContentStore, out: Path) -> Materia
     directories = [e for e in entries if e.type == DIR]
     for entry in directories:
         (out / entry.path).mkdir(parents=True, exist_ok=True)
-    for entry in entries:
-        target = out / entry.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if entry.type == FILE:
-            assert entry.sha256 is not None
-            if _link_or_copy(store, entry, target, as_root):
-                linked += 1
-            else:
-                copied += 1
-        elif entry.type == SYMLINK:
-            assert entry.target is not None
-            os.symlink(entry.target, target)
-            if as_root:
-                os.lchown(target, entry.uid, entry.gid)
-            os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
-            symlinks += 1
+    with store.linker() as links:
+        for entry in entries:
+            target = out / entry.path
+            if entry.type == FILE:
+                if _link_or_copy(store, links, entry, target, as_root):
+                    linked += 1
+                else:
+                    copied += 1
+            elif entry.type == SYMLINK:
+                assert entry.target is not None
+                os.symlink(entry.target, target)
+                if as_root:
+                    os.lchown(target, entry.uid, entry.gid)
+                os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
+                symlinks += 1
     for entry in sorted(directories, key=lambda e: e.path.count("/"), reverse=True):
         target = out / entry.path
         if as_root:
@@ -78,20 +99,21 @@ def materialize(entries: list[Entry], store: ContentStore, out: Path) -> Materia
     return Materialized(linked, copied, len(directories), symlinks, as_root)
 
 
-def _link_or_copy(store: ContentStore, entry: Entry, target: Path, as_root: bool) -> bool:
+def _link_or_copy(
+    store: ContentStore, links: InodeLinker, entry: Entry, target: Path, as_root: bool
+) -> bool:
     """Hard-link the entry's inode into place (True), or copy it (False)."""
     assert entry.sha256 is not None
     owner_ok = as_root or (entry.uid, entry.gid) == (os.geteuid(), os.getegid())
     if owner_ok:
-        inode = store.inode(entry.sha256, entry.mode, entry.uid, entry.gid, entry.mtime)
         try:
-            os.link(inode, target)
+            links.link(entry.sha256, entry.mode, entry.uid, entry.gid, entry.mtime, target)
             return True
         except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            if exc.errno not in (errno.EXDEV, errno.EPERM):
                 raise
-    with store.open(entry.sha256) as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
+    with target.open("wb") as dst:
+        store.copy_to(entry.sha256, dst)
     if as_root:
         os.chown(target, entry.uid, entry.gid)
     os.chmod(target, entry.mode)
