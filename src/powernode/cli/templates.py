@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
+from powernode.cli import output as cli_output
 from powernode.cli.client import ApiClient, CliError
 from powernode.cli.common import CliState, LimitOption, OutputOption, VersionOption, state
-from powernode.cli.output import OutputFormat, emit, stdout
+from powernode.cli.output import OutputFormat, emit, emit_table
 from powernode.cli.params import invalid
 from powernode.errors import Category
 from powernode.modules.entries import FILE, Entry
@@ -118,22 +119,118 @@ def delete(
 
 @app.command()
 def preview(ctx: typer.Context, template: str, output: OutputOption = OutputFormat.TABLE) -> None:
-    """Resolve and compose without writing: layers, conflicts, footprint."""
+    """Resolve and compose without writing: layers, conflicts, footprint.
+
+    Exits 6 when modules conflict on a path or on package versions (tables: after printing
+    everything; JSON output exits 0 and carries the same facts).
+    """
     result = state(ctx).client().get(f"/templates/{template}/preview")
     if output is OutputFormat.JSON:
         emit(result, output)
         return
-    emit(result["layers"], output, columns=("name", "version", "explicit", "required_by"))
-    foot = result["footprint"]
-    stdout.print(
-        f"{foot['files']} files, {foot['directories']} directories, {foot['symlinks']} symlinks, "
-        f"{foot['bytes']} bytes"
+    print_preview(result)
+    problems = conflict_summary(result)
+    if problems:
+        raise CliError(f"template {template} has {problems}", Category.CONFLICT)
+
+
+SAMPLE = 5
+"""Paths shown per mask or override in the table; JSON has the footprint's whole sample."""
+
+
+def conflict_summary(result: dict[str, Any]) -> str:
+    """'2 path conflicts and 1 package conflict', or '' when there are none."""
+    paths = len(result.get("conflicts") or [])
+    packages = len(((result.get("footprint") or {}).get("packages") or {}).get("conflicts") or [])
+    parts = [
+        f"{count} {what} conflict{'s' if count != 1 else ''}"
+        for count, what in ((paths, "path"), (packages, "package"))
+        if count
+    ]
+    return " and ".join(parts)
+
+
+def print_preview(result: dict[str, Any]) -> None:
+    """The preview as tables: layers with what each contributes, the totals, packages, masks,
+    overrides, and every conflict. Tolerates footprints without the optional fields."""
+    foot = result.get("footprint") or {}
+    contributions = {m.get("module"): m for m in foot.get("modules") or []}
+    layers = []
+    for layer in result.get("layers") or []:
+        share = contributions.get(f"{layer['name']}@{layer['version']}", {})
+        layers.append({**layer, "files": share.get("files"), "bytes": share.get("bytes")})
+    emit_table(
+        layers,
+        ("name", "version", "explicit", "required_by", "files", "bytes"),
+        title="layers (files and bytes each module contributes)",
     )
-    if result["conflicts"]:
-        emit(result["conflicts"], output, columns=("path", "lower", "upper", "difference"))
-        raise CliError(
-            f"template {template} has {len(result['conflicts'])} conflict(s)", Category.CONFLICT
+    cli_output.stdout.print(
+        f"{foot.get('files', 0)} files, {foot.get('directories', 0)} directories, "
+        f"{foot.get('symlinks', 0)} symlinks, {foot.get('bytes', 0)} bytes",
+        highlight=False,
+    )
+    packages = foot.get("packages") or {}
+    if packages.get("packages"):
+        emit_table(
+            [
+                {
+                    "package": p.get("name"),
+                    "constraints": _constraints(p.get("constraints") or []) or "any version",
+                    "from": ", ".join(p.get("sources") or []),
+                }
+                for p in packages["packages"]
+            ],
+            ("package", "constraints", "from"),
+            title="packages",
         )
+    for key, count_key, title in (
+        ("masks", "removed", "masks (paths hidden from the modules below)"),
+        ("overrides", "overridden", "overrides (paths replaced in extended modules)"),
+    ):
+        reports = foot.get(key) or []
+        if reports:
+            emit_table(
+                [_path_report(report, count_key) for report in reports],
+                ("module", count_key, "from", "paths"),
+                title=title,
+            )
+    if result.get("conflicts"):
+        emit_table(
+            result["conflicts"],
+            ("path", "lower", "upper", "difference"),
+            title="path conflicts",
+        )
+    if packages.get("conflicts"):
+        emit_table(
+            [
+                {
+                    "package": c.get("package"),
+                    "constraints": _constraints(c.get("constraints") or []),
+                    "problem": c.get("message"),
+                }
+                for c in packages["conflicts"]
+            ],
+            ("package", "constraints", "problem"),
+            title="package conflicts",
+        )
+
+
+def _constraints(constraints: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{c.get('op')} {c.get('version')} ({c.get('source')})" for c in constraints)
+
+
+def _path_report(report: dict[str, Any], count_key: str) -> dict[str, Any]:
+    """One mask or override: its exact count, the modules the paths came from, a few paths."""
+    count = report.get(count_key, 0)
+    paths = list(report.get("paths") or [])[:SAMPLE]
+    more = count - len(paths)
+    by_module = report.get("by_module") or []
+    return {
+        "module": report.get("module"),
+        count_key: count,
+        "from": ", ".join(f"{m.get('module')}: {m.get('paths')}" for m in by_module) or None,
+        "paths": ", ".join(paths) + (f" (+{more} more)" if more > 0 else ""),
+    }
 
 
 @app.command()
@@ -151,7 +248,7 @@ def compose(
     entries = [Entry(**doc) for doc in manifest["entries"]]
     store = fetch_blobs(cli, client, entries)
     done = materialize(entries, store, out)
-    stdout.print(
+    cli_output.stdout.print(
         f"composed {template} into {out}: {done.files_linked} files linked, "
         f"{done.files_copied} copied, {done.directories} directories, {done.symlinks} symlinks"
         + ("" if done.ownership_applied else " (ownership not applied: not running as root)")
