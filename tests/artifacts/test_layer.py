@@ -139,6 +139,14 @@ def test_hostile_members_are_refused_naming_the_member(
     refused(layer(*members), member, cause)
 
 
+def test_backslashes_are_ordinary_name_bytes() -> None:
+    """systemd's escaped unit names (`\\x2d`) are valid Linux paths; `..\\` is just a name."""
+    name = "lib/systemd/system/system-systemd\\x2dcryptsetup.slice"
+    members = read_all(layer(file(name), file("..\\x"), symlink("s", "a\\b")))
+    assert [m.path for m in members] == [name, "..\\x", "s"]
+    assert members[2].target == "a\\b"
+
+
 def test_setuid_files_pass_when_allowed() -> None:
     """`allow_setid` lets a module ship setuid programs such as su."""
     [member] = read_all(layer(file("usr/bin/su", mode=0o4755)), allow_setid=True)

@@ -225,8 +225,10 @@ def _normalize(name: str) -> str:
 def _check_path(path: str, what: str) -> None:
     if path.startswith("/"):
         raise LayerError(path, f"{what} is an absolute path")
-    if "\x00" in path or "\\" in path:
-        raise LayerError(path, f"{what} holds a NUL or backslash")
+    # A backslash is an ordinary byte in a Linux file name (systemd escapes unit names with it:
+    # `system-systemd\x2dcryptsetup.slice`); only NUL cannot be in a path.
+    if "\x00" in path:
+        raise LayerError(path, f"{what} holds a NUL byte")
     parts = path.split("/")
     if ".." in parts:
         raise LayerError(path, f"{what} has a '..' component and could escape the root")
