@@ -195,7 +195,7 @@ def compose(layers: Sequence[tuple[Layer, Sequence[Entry]]]) -> Composition:
     result = Composition(layers=[layer for layer, _ in layers])
     result.order = {f"{layer.name}@{layer.version}": i for i, layer in enumerate(result.layers)}
     ancestors = _ancestors(result.layers)
-    tree = result.entries
+    tree, shared = result.entries, result.shared
     for layer, entries in layers:
         label = f"{layer.name}@{layer.version}"
         rules = _mask_rules(layer.spec, label)
@@ -207,6 +207,11 @@ def compose(layers: Sequence[tuple[Layer, Sequence[Entry]]]) -> Composition:
             present = tree.get(entry.path)
             if present is None:
                 tree[entry.path] = (entry, label)
+                continue
+            # Inline, the usual overlap: a path every provider has alike so far.
+            variants = shared.get(entry.path)
+            if variants is not None and len(variants) == 1 and variants[0].entry.same_as(entry):
+                variants[0].modules.append(label)
             elif _land(result, entry, label, extended, present):
                 emptied.append(entry.path)
         if emptied:
