@@ -271,8 +271,8 @@ def _under(paths: list[str], roots: Iterable[str]) -> list[str]:
     """The paths of sorted `paths` strictly inside any of `roots`, sorted, each once."""
     found: dict[str, None] = {}
     for root in roots:
-        # A directory sorts right before its contents, and every path inside `root` lies
-        # between root + "/" and root + "0" ('0' follows '/').
+        # Every path inside `root` starts with root + "/", so sorted, they are exactly the
+        # paths from root + "/" up to root + "0" ('0' is the character after '/').
         start = bisect.bisect_left(paths, root + "/")
         end = bisect.bisect_left(paths, root + "0")
         found.update(dict.fromkeys(paths[start:end]))
