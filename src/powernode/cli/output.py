@@ -7,12 +7,12 @@ import enum
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from powernode.errors import Category
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_CODES: dict[Category | None, int] = {
     None: 1,
@@ -25,9 +25,27 @@ EXIT_CODES: dict[Category | None, int] = {
     Category.UNAVAILABLE: 7,
 }
 
-# Piped output is read by programs or wide pagers: never cut ids to fit 80 columns there.
-stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
-stderr = Console(stderr=True, soft_wrap=True)
+_consoles: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    console = _consoles.get(name)
+    if console is None:
+        from rich.console import Console
+
+        # Piped output is read by programs or wide pagers: never cut ids to fit 80 columns.
+        width = None if name == "stderr" or sys.stdout.isatty() else 10_000
+        console = _consoles[name] = Console(stderr=name == "stderr", soft_wrap=True, width=width)
+    return console
+
+
+def __getattr__(name: str) -> Console:
+    """`stdout` and `stderr`: Rich consoles, made on first use because importing rich is a
+    noticeable part of the CLI's start-up and commands such as `module select` never print
+    through them."""
+    if name in ("stdout", "stderr"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OutputFormat(enum.StrEnum):
@@ -57,21 +75,28 @@ def _scalar(value: Any) -> str:
 def emit_table(
     rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None
 ) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, header_style="bold")
     for column in columns:
         table.add_column(column.upper().replace("_", " "))
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    stdout.print(table)
+        # Text, not str: a cell holds data (a path like "[a]" or "x\\[y"), never Rich markup.
+        table.add_row(*(Text(_cell(row.get(c))) for c in columns))
+    _console("stdout").print(table)
 
 
 def emit_object(obj: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     for key, value in obj.items():
-        table.add_row(key, _cell(value))
-    stdout.print(table)
+        table.add_row(Text(key), Text(_cell(value)))
+    _console("stdout").print(table)
 
 
 def emit(data: Any, fmt: OutputFormat, *, columns: Sequence[str] | None = None) -> None:
@@ -85,4 +110,8 @@ def emit(data: Any, fmt: OutputFormat, *, columns: Sequence[str] | None = None) 
 
 
 def error(message: str) -> None:
-    stderr.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print `message` after a red "error:", as it is (never read as Rich markup, so a hint
+    such as "write '[' as '\\['" keeps its backslash)."""
+    from rich.text import Text
+
+    _console("stderr").print(Text.assemble(("error:", "red"), " ", message), highlight=False)
