@@ -1,5 +1,6 @@
-"""rsync filter rules: examples for each documented behaviour, and a differential test that
-compares `select_paths` with the real `rsync -a --dry-run` on generated trees and rule sets."""
+"""rsync filter rules: examples for each documented behaviour, regression cases checked
+against the real rsync, and differential tests that compare `select_output` with the real
+`rsync -a --dry-run --out-format=%n` on generated trees, rule sets and file names."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from powernode.errors import Invalid
 from powernode.modules.filters import FilterRules, select_output, select_paths
+from powernode.modules.rsync_names import rsync_name, valid_length
 
 RSYNC = shutil.which("rsync")
 
@@ -39,13 +41,16 @@ def select(tmp_path: Path, tree: Tree, rules: str) -> list[str]:
     return select_paths(tmp_path / "tree", FilterRules.parse(rules))
 
 
-def rsync_select(tree: Path, rules: str, scratch: Path) -> list[str]:
-    """What the real rsync selects from `tree` with `rules` as a merge file."""
+def rsync_output(
+    tree: Path, rules: str | bytes, scratch: Path, locale: str = "C.UTF-8"
+) -> list[bytes] | None:
+    """The lines the real rsync prints for `tree` with `rules` as a merge file (sorted, without
+    `./`); None if it refuses the rules."""
     assert RSYNC is not None
     rules_file, empty = scratch / "rules", scratch / "empty"
-    rules_file.write_text(rules)
+    rules_file.write_bytes(rules if isinstance(rules, bytes) else os.fsencode(rules))
     empty.mkdir(exist_ok=True)
-    out = subprocess.run(
+    proc = subprocess.run(
         [
             RSYNC,
             "-a",
@@ -56,11 +61,21 @@ def rsync_select(tree: Path, rules: str, scratch: Path) -> list[str]:
             f"{empty}/",
         ],
         capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "LC_ALL": "C.UTF-8"},  # print names as they are, not \\#ooo escapes
-    ).stdout
-    return sorted(line for line in out.splitlines() if line != "./")
+        check=False,
+        env={**os.environ, "LC_ALL": locale},
+    )
+    if proc.returncode == 1 and b"error" in proc.stderr:  # RERR_SYNTAX: a rule it refuses
+        return None
+    assert proc.returncode == 0, proc.stderr
+    return sorted(line for line in proc.stdout.split(b"\n")[:-1] if line != b"./")
+
+
+def output_lines(root: Path, rules: str | bytes, charset: str = "UTF-8") -> list[bytes]:
+    """`select_output` as a list of lines."""
+    return select_output(root, rules, charset).split(b"\n")[:-1]
+
+
+needs_rsync = pytest.mark.skipif(RSYNC is None, reason="rsync is not installed")
 
 
 SAMPLE: Tree = {
@@ -117,7 +132,20 @@ ETC = "etc/ etc/hosts etc/nginx/ etc/nginx/nginx.conf etc/nginx/mime.types"
             "a.conf sub/a.conf sub/sub/x.conf etc/nginx/nginx.conf",
             id="spelled-out",
         ),
-        pytest.param("# - *\n; - *\n\n  \n- .hidden", ".hidden", id="comments-and-blank-lines"),
+        pytest.param("# - *\n; - *\n\n\r\n- .hidden", ".hidden", id="comments-and-blank-lines"),
+        pytest.param("- a.conf\nclear\n- b.txt", "b.txt sub/sub/b.txt", id="clear-clears"),
+        pytest.param(
+            "-! *.conf",
+            f"b.txt .hidden empty/ link {ETC} sub/ sub/a.conf sub/sub/ sub/sub/b.txt "
+            "sub/sub/x.conf",
+            id="negated-rule-matches-what-the-pattern-does-not",
+        ),
+        pytest.param(
+            "-! */",
+            "a.conf b.txt .hidden link etc/hosts etc/nginx/nginx.conf etc/nginx/mime.types "
+            "sub/a.conf sub/sub/b.txt sub/sub/x.conf",
+            id="negated-dir-only-rule-matches-every-non-directory",
+        ),
     ],
 )
 def test_documented_semantics(tmp_path: Path, rules: str, gone: str) -> None:
@@ -176,38 +204,55 @@ def test_pattern_keeps_trailing_spaces_like_rsync() -> None:
 def test_select_output_prints_one_path_per_line(tmp_path: Path) -> None:
     """The CLI output is the sorted paths, one a line, with a final newline when non-empty."""
     make_tree(tmp_path / "t", SAMPLE)
-    assert select_output(tmp_path / "t", "+ /etc/\n+ /etc/hosts\n- *") == "etc/\netc/hosts\n"
-    assert select_output(tmp_path / "t", "- *") == ""
+    assert select_output(tmp_path / "t", "+ /etc/\n+ /etc/hosts\n- *") == b"etc/\netc/hosts\n"
+    assert select_output(tmp_path / "t", "- *") == b""
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("+ a\nx foo", "rules line 2: 'x foo': unknown rule 'x'; use +, -, include, exclude or !"),
-        ("# c\n\n-! foo", "rules line 3: '-! foo': rule modifiers are not supported"),
-        ("-/ foo", "rules line 1: '-/ foo': rule modifiers are not supported"),
-        ("+_foo", "rules line 1: '+_foo': rule modifiers are not supported"),
-        ("merge other", "rules line 1: 'merge other': rsync rule 'merge' is not supported"),
-        (". other", "rules line 1: '. other': rsync rule '.' is not supported"),
-        (": .rules", "rules line 1: ': .rules': rsync rule ':' is not supported"),
-        ("P foo", "rules line 1: 'P foo': rsync rule 'P' is not supported"),
-        ("- a\r\nR foo", "rules line 2: 'R foo': rsync rule 'R' is not supported"),
-        ("H foo\n", "rules line 1: 'H foo': rsync rule 'H' is not supported"),
-        ("S foo", "rules line 1: 'S foo': rsync rule 'S' is not supported"),
+        ("+ a\nx foo", "rules line 2: 'x foo': unknown rule 'x'; use +, -, include, exclude, !"),
+        ("includefoo", "rules line 1: 'includefoo': unknown rule 'includefoo'"),
+        ("c", "rules line 1: 'c': unknown rule 'c'"),
+        ("+foo", "rules line 1: '+foo': invalid rule modifier 'f' (rsync refuses it too)"),
+        ("-,ab", "rules line 1: '-,ab': invalid rule modifier 'a'"),
+        ("Hs foo", "rules line 1: 'Hs foo': invalid rule modifier 's'"),
+        ("include\tfoo", "rules line 1: 'include\\tfoo': invalid rule modifier '\\t'"),
+        ("-/ foo", "rules line 1: '-/ foo': the '/' modifier (match the absolute path) is not"),
+        ("-C foo", "rules line 1: '-C foo': the 'C' modifier (CVS excludes) is not supported"),
+        ("merge other", "rules line 1: 'merge other': merge rules ('merge', 'dir-merge', '.', "),
+        (". other", "rules line 1: '. other': merge rules"),
+        (": .rules", "rules line 1: ': .rules': merge rules"),
+        ("- a\r\ndir-merge .x", "rules line 2: 'dir-merge .x': merge rules"),
         ("- ", "rules line 1: '- ': missing pattern after '-'"),
         ("include", "rules line 1: 'include': missing pattern after 'include'"),
-        ("! x", "rules line 1: '! x': '!' takes no pattern"),
+        ("-!_", "rules line 1: '-!_': missing pattern after '-!'"),
+        ("! x", "rules line 1: '! x': '!' and 'clear' take no pattern"),
+        ("clear ", "rules line 1: 'clear ': '!' and 'clear' take no pattern"),
         (" - foo", "rules line 1: ' - foo': a rule cannot start with whitespace"),
-        ("- [ab", "rules line 1: '- [ab': unterminated character class"),
-        ("- [[:nope:]]", "rules line 1: '- [[:nope:]]': unknown character class '[:nope:]'"),
-        ("- *\\", "rules line 1: '- *\\\\': pattern ends with a lone '\\'"),
+        ("- a\n  \n", "rules line 2: '  ': a line of only whitespace is not blank for rsync"),
+        ("\t", "rules line 1: '\\t': a line of only whitespace is not blank for rsync"),
+        ("- " + "x" * 4096, "rules line 1: '- xxx"),
     ],
 )
 def test_parse_errors_name_the_line(text: str, message: str) -> None:
-    """Unsupported or malformed rules are `Invalid`, naming the line number, line and problem."""
+    """Rules rsync refuses, and the few it accepts that we do not implement, are `Invalid`,
+    naming the line number, line and problem."""
     with pytest.raises(Invalid) as caught:
         FilterRules.parse(text)
     assert caught.value.detail.startswith(message)
+
+
+@needs_rsync
+@pytest.mark.parametrize(
+    "text",
+    ["x foo", "includefoo", "+foo", "-,ab", "Hs foo", "include\tfoo", "- ", "include", "! x",
+     "clear ", " - foo", "- a\n  \n", "\t"],
+)  # fmt: skip
+def test_rsync_refuses_what_we_call_invalid(tmp_path: Path, text: str) -> None:
+    """Where our error says the rule is invalid, rsync refuses the rules file too."""
+    (tmp_path / "tree").mkdir()
+    assert rsync_output(tmp_path / "tree", text, tmp_path) is None
 
 
 def test_parse_error_names_the_source() -> None:
@@ -224,11 +269,147 @@ def test_paths_must_be_relative() -> None:
         FilterRules.parse("").decide("etc/", is_dir=True)
 
 
+# --- regression cases: each once found to differ from rsync --------------------------------
+
+GAPS: Tree = {"ab": None, "x": None, "d": {"f": None, "e": {"g": None}}, "ld": "->d"}
+GAPS_ALL = "ab d/ d/e/ d/e/g d/f ld x"
+
+
+@pytest.mark.parametrize(
+    ("rules", "selected"),
+    [
+        # rsync strips the dir-only '/' before looking for a trailing '***'
+        pytest.param("- d/***/", "ab ld x", id="wild3-with-dir-slash"),
+        pytest.param("- /d/***/", "ab ld x", id="anchored-wild3-with-dir-slash"),
+        pytest.param("- d***/", "ab ld x", id="wild3-suffix-with-dir-slash"),
+        pytest.param("- e/***/", "ab d/ d/f ld x", id="wild3-with-dir-slash-below-top"),
+        # a '/' in a class counts as a component, which the class can never match
+        pytest.param("- [!/]b", GAPS_ALL, id="slash-in-negated-class-never-matches"),
+        pytest.param("- [a/]b", GAPS_ALL, id="slash-in-class-never-matches"),
+        pytest.param("- [a/]*", GAPS_ALL, id="slash-in-class-with-star-never-matches"),
+        pytest.param("- d/[!/]", GAPS_ALL, id="slash-in-class-after-a-slash-never-matches"),
+        pytest.param("- /[!/]b", "d/ d/e/ d/e/g d/f ld x", id="anchored-slash-in-class-matches"),
+        pytest.param("- **[!/]b", "d/ d/e/ d/e/g d/f ld x", id="double-star-slash-in-class"),
+        # patterns wildmatch aborts on never match; negated, they match everything
+        pytest.param("- [ab", GAPS_ALL, id="unterminated-class-never-matches"),
+        pytest.param("- [[:nope:]]", GAPS_ALL, id="unknown-posix-class-never-matches"),
+        pytest.param("- *\\", GAPS_ALL, id="trailing-backslash-never-matches"),
+        pytest.param("-! [ab", "", id="negated-never-matching-matches-all"),
+        pytest.param("- x\\", GAPS_ALL, id="trailing-backslash-is-literal-without-wildcards"),
+        # accepted syntax
+        pytest.param("- ab\nclear\n- x", "ab d/ d/e/ d/e/g d/f ld", id="clear"),
+        pytest.param("- ab\nclear,\n- x", "ab d/ d/e/ d/e/g d/f ld", id="clear-comma"),
+        pytest.param("- ab\n!,\n- x", "ab d/ d/e/ d/e/g d/f ld", id="bang-comma"),
+        pytest.param("-! ab", "ab", id="negate"),
+        pytest.param("-!_ab", "ab", id="negate-underscore"),
+        pytest.param("-,! ab", "ab", id="comma-negate"),
+        pytest.param("exclude,!_ab", "ab", id="word-comma-negate-underscore"),
+        pytest.param("-!! ab", "ab", id="negate-twice"),
+        pytest.param("-! d/", "d/", id="negated-dir-only"),
+        pytest.param("+! */\n- *", "ab ld x", id="include-negated-dir-only"),
+        pytest.param("include_ab\n- *", "ab", id="include-underscore"),
+        pytest.param("-_ab", "d/ d/e/ d/e/g d/f ld x", id="exclude-underscore"),
+        pytest.param("-, ab", "d/ d/e/ d/e/g d/f ld x", id="comma-space"),
+        pytest.param("H ab", "d/ d/e/ d/e/g d/f ld x", id="hide-is-exclude"),
+        pytest.param("hide_ab", "d/ d/e/ d/e/g d/f ld x", id="hide-word"),
+        pytest.param("S ab\n- *", "ab", id="show-is-include"),
+        pytest.param("show,! ab\n- *", "d/ d/e/ d/e/g d/f ld x", id="show-negated"),
+        pytest.param("P *\nR *\nprotect ab\nrisk x", GAPS_ALL, id="receiver-rules-do-nothing"),
+        pytest.param("-p ab", "d/ d/e/ d/e/g d/f ld x", id="perishable"),
+        pytest.param("-s ab", "d/ d/e/ d/e/g d/f ld x", id="sender-side"),
+        pytest.param("-rs ab", "d/ d/e/ d/e/g d/f ld x", id="both-sides"),
+        pytest.param("-r ab\n-r *", GAPS_ALL, id="receiver-side-does-nothing"),
+        pytest.param("-x *\n-!x ab", GAPS_ALL, id="xattr-rules-do-nothing"),
+        pytest.param("- ab\0x\n\0- x", "d/ d/e/ d/e/g d/f ld x", id="nul-ends-the-line"),
+        pytest.param("- x\r\r- ab\r\n", "d/ d/e/ d/e/g d/f ld", id="cr-ends-lines"),
+        pytest.param("- " + "x" * 4095, GAPS_ALL, id="longest-pattern"),
+    ],
+)
+def test_agrees_with_rsync(tmp_path: Path, rules: str, selected: str) -> None:
+    """Cases that once differed from rsync (or were refused): the selection, and rsync's."""
+    make_tree(tmp_path / "tree", GAPS)
+    ours = output_lines(tmp_path / "tree", rules)
+    assert ours == [p.encode() for p in selected.split()]
+    if RSYNC is not None:
+        assert rsync_output(tmp_path / "tree", rules, tmp_path) == ours
+
+
+def test_dir_slash_is_stripped_before_reading_the_triple_star() -> None:
+    """`d/***/` is `d/***` for directories only: it matches `d` and the dirs below it."""
+    rules = FilterRules.parse("- d/***/")
+    assert not rules.decide("d", is_dir=True)
+    assert not rules.decide("d/e", is_dir=True)
+    assert rules.decide("d/f", is_dir=False)
+    assert rules.decide("d", is_dir=False)
+
+
+def test_never_matching_rules_keep_the_depth_bound() -> None:
+    """An anchored rule with a slash in a class can only match at its literal depth; one that
+    never matches does not widen the bound masks use."""
+    assert FilterRules.parse("- /[!/]b").depth_limit == 1
+    assert FilterRules.parse("- /a/b\n- /[ab").depth_limit == 2
+    assert FilterRules.parse("-! /a").depth_limit is None
+
+
+# --- names as rsync prints them -------------------------------------------------------------
+
+ODD_NAMES = [b"a\nb", b"\xff", b"a\\#123", b"a\\#12", b"x\\#1234", b"\\#999", b"\\#1a3", b"\r",
+             b"\rz", b"z\r", b"tab\there", b"del\x7f", b"\xc3\xa9", b"\xc2\x85", b"\xe2\x82",
+             b"\xe2\x82\xac", b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80",
+             b"\xf8\x88\x80\x80\x80", b"\xfc\x84\x80\x80\x80\x80", b"\\", b"sp ace ",
+             b"\x1b[31m", b" "]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "utf8", "ascii"),
+    [
+        (b"plain.conf", b"plain.conf", b"plain.conf"),
+        (b"a\nb", b"a\\#012b", b"a\\#012b"),
+        (b"a\\#123", b"a\\#134#123", b"a\\#134#123"),
+        (b"a\\#12", b"a\\#12", b"a\\#12"),
+        (b"\rz\r", b"\rz\\#015", b"\rz\\#015"),
+        (b"tab\tdel\x7f", b"tab\tdel\x7f", b"tab\tdel\x7f"),
+        (b"\xc3\xa9", b"\xc3\xa9", b"\\#303\\#251"),
+        (b"\xff\xe2\x82", b"\\#377\\#342\\#202", b"\\#377\\#342\\#202"),
+        (b"\xed\xa0\x80", b"\\#355\\#240\\#200", b"\\#355\\#240\\#200"),
+        (b"\xf8\x88\x80\x80\x80", b"\xf8\x88\x80\x80\x80", b"\\#370\\#210\\#200\\#200\\#200"),
+    ],
+)
+def test_rsync_name_escapes_like_rsync(name: bytes, utf8: bytes, ascii: bytes) -> None:
+    """Control bytes but TAB, bytes the charset refuses and a literal `\\#ddd` are escaped."""
+    assert rsync_name(name, valid_length("UTF-8")) == utf8
+    assert rsync_name(name, valid_length("ANSI_X3.4-1968")) == ascii
+
+
+@needs_rsync
+@pytest.mark.parametrize(("locale", "charset"), [("C.UTF-8", "UTF-8"), ("C", "ANSI_X3.4-1968")])
+def test_select_output_prints_names_as_rsync_does(
+    tmp_path: Path, locale: str, charset: str
+) -> None:
+    """Byte for byte, in a UTF-8 and in the C locale, names with odd bytes included."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    for name in ODD_NAMES:
+        (root / os.fsdecode(name)).touch()
+    (root / os.fsdecode(b"dir\n\xff")).mkdir()
+    (root / os.fsdecode(b"dir\n\xff") / os.fsdecode(b"f\\#000")).touch()
+    assert output_lines(root, "- tab*", charset) == rsync_output(root, "- tab*", tmp_path, locale)
+
+
 # --- differential test against the real rsync -------------------------------------------------
 
-NAMES = ["a", "b", "ab", "a.conf", "b.txt", ".hidden", "sub", "x.conf", "[a]", "a b", "é"]
+NAMES = ["a", "b", "ab", "a.conf", "b.txt", ".hidden", "sub", "x.conf", "[a]", "a b", "é", "a b ",
+         "a\nb", os.fsdecode(b"\xff"), "\\#123", "\r", "t\tb"]  # fmt: skip
 SEGMENTS = ["a", "b", "sub", "*", "?", "a*", "*.conf", "*.txt", "[ab]", "[!a]*", "[^b]?*",
-            "**", "a**", ".*", "?.conf", "[[:alpha:]]*", "[a-b]", "\\[a]", "é"]  # fmt: skip
+            "**", "a**", ".*", "?.conf", "[[:alpha:]]*", "[a-b]", "\\[a]", "é", "[!/]", "[a/]",
+            "[a/]*", "a b ", "[ab", "*\\", "?\n?", "[[:nope:]]"]  # fmt: skip
+TAILS = ["", "", "", "/", "/***", "/***/", "***/", "***", " ", "/ "]
+# Every rule form we accept; the pattern follows directly (so "+_" is `+_PATTERN`).
+VERBS = ["+ ", "- ", "+ ", "- ", "include ", "exclude ", "-! ", "+!_", "-,! ", "exclude,!_",
+         "H ", "S ", "hide_", "show ", "P ", "R ", "-p ", "-s ", "-r ", "-x ", "-rs ",
+         "include_", "+_"]  # fmt: skip
+LINES = ["+ */", "- *", "!", "clear", "!,", "# comment", "", "- **", "+ *.conf", "-! */"]
+INVALID = [None] * 12 + ["  ", " - a", "\t", "-foo"]  # rsync refuses these: so must we
 
 trees: st.SearchStrategy[Tree] = st.recursive(
     st.dictionaries(st.sampled_from(NAMES), st.none(), max_size=4),
@@ -245,30 +426,43 @@ trees: st.SearchStrategy[Tree] = st.recursive(
 def patterns(draw: st.DrawFn) -> str:
     body = "/".join(draw(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3)))
     lead = draw(st.sampled_from(["", "", "/"]))
-    tail = draw(st.sampled_from(["", "", "/", "/***"]))
-    return lead + body + tail
+    return lead + body + draw(st.sampled_from(TAILS))
 
 
 rule_lines = st.one_of(
-    st.builds(lambda verb, pattern: f"{verb} {pattern}",
-              st.sampled_from(["+", "-", "include", "exclude"]), patterns()),
-    st.sampled_from(["+ */", "- *", "!", "# comment", "", "- **", "+ *.conf"]),
-)  # fmt: skip
+    st.builds(str.__add__, st.sampled_from(VERBS), patterns()),
+    st.builds(str.__add__, st.sampled_from(VERBS), patterns()),
+    st.sampled_from(LINES),
+)
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn) -> str:
+    lines = draw(st.lists(rule_lines, max_size=8))
+    invalid = draw(st.sampled_from(INVALID))
+    if invalid is not None:
+        lines.insert(draw(st.integers(0, len(lines))), invalid)
+    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(RSYNC is None, reason="rsync is not installed")
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=trees, lines=st.lists(rule_lines, max_size=8))
-def test_select_paths_matches_rsync(tree: Tree, lines: list[str]) -> None:
-    """On generated trees and rule lists, select_paths selects exactly what rsync transfers."""
-    rules = "\n".join(lines) + "\n"
+@needs_rsync
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees, rules=rule_sets())
+def test_select_output_matches_rsync(tree: Tree, rules: str) -> None:
+    """On generated trees, names and rule lists, select_output prints exactly what rsync
+    prints (or both refuse the rules), and `selects` agrees with it path by path."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "tree"
         make_tree(root, tree)
-        parsed = FilterRules.parse(rules)
-        selected = select_paths(root, parsed)
-        assert selected == rsync_select(root, rules, Path(tmp))
+        theirs = rsync_output(root, rules, Path(tmp))
+        try:
+            parsed = FilterRules.parse(rules)
+        except Invalid:
+            assert theirs is None
+            return
+        assert output_lines(root, rules) == theirs
+        selected = set(select_paths(root, parsed))
         for path in root.rglob("*"):
             is_dir = path.is_dir() and not path.is_symlink()
             relative = path.relative_to(root).as_posix()

@@ -12,6 +12,7 @@ import typer
 
 from powernode.cli.client import CliError
 from powernode.cli.common import LimitOption, OutputOption, state
+from powernode.cli.module_select import select
 from powernode.cli.output import OutputFormat, emit, stdout
 from powernode.errors import Invalid
 
@@ -114,21 +115,8 @@ def show(
     emit(client.get(f"/modules/{name}/versions/{version}"), output)
 
 
-@app.command()
-def select(
-    directory: Annotated[Path, typer.Argument(help="A tree to select from.")],
-    rules: Annotated[Path, typer.Option("--rules", help="A file of rsync filter rules.")],
-) -> None:
-    """Print the paths RULES selects from DIR, as rsync would transfer them (no server needed)."""
-    from powernode.modules.filters import select_output
-
-    if not directory.is_dir():
-        raise CliError(f"{directory} is not a directory")
-    try:
-        text = rules.read_text()
-    except OSError as exc:
-        raise CliError(f"cannot read {rules}: {exc.strerror}") from exc
-    typer.echo(select_output(directory, text), nl=False)
+# Defined apart so that `main.run` can run it without importing this module's dependencies.
+app.command()(select)
 
 
 @app.command()
