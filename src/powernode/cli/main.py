@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from powernode.cli.client import CliError
-from powernode.cli.common import CliState, state
-from powernode.cli.output import EXIT_CODES, error, stdout
+from powernode.cli.output import EXIT_CODES, error
 from powernode.errors import PowernodeError
 
+# Imported where used: the HTTP client, the settings (pydantic) and asyncio take most of the
+# CLI's start-up time, which commands like `module select` do not need.
 if TYPE_CHECKING:
     from powernode.pki.ca import CertificateAuthority
     from powernode.settings import Settings
 
+_CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="powernode",
     help="Fleet control plane: nodes, instances, tasks, templates, providers, events.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=_CONTEXT,
 )
 
 
@@ -41,6 +40,8 @@ def root(
         Path | None, typer.Option(help="State directory \\[env: POWERNODE_DATA_DIR].")
     ] = None,
 ) -> None:
+    from powernode.cli.common import CliState
+
     overrides = {"url": url, "token": token, "data_dir": data_dir}
     ctx.obj = CliState(overrides={k: v for k, v in overrides.items() if v is not None})
 
@@ -53,9 +54,13 @@ def init(
     ] = False,
 ) -> None:
     """Create the data directory, migrate the database and mint the first admin token."""
+    import asyncio
+
     from sqlalchemy.engine import make_url
 
     from powernode.bootstrap import initialize
+    from powernode.cli.common import state
+    from powernode.cli.output import stdout
 
     result = asyncio.run(initialize(state(ctx).settings(), rotate=rotate))
     shown = make_url(result.database_url).render_as_string(hide_password=True)
@@ -83,10 +88,14 @@ def serve(
 ) -> None:
     """Run the control plane: operator API (/api/v1, /healthz, /readyz, /metrics) and the node
     API (/node/v1, mutual TLS) on its own port."""
+    import asyncio
+    import gc
+
     import uvicorn
 
     from powernode.api.app import create_app
     from powernode.api.node.server import node_server_config, serve_both
+    from powernode.cli.common import state
     from powernode.db.migrate import check_at_head
     from powernode.pki.runtime import node_host, write_server_tls
 
@@ -135,15 +144,30 @@ def _register_nouns() -> None:
     nouns.register(app)
 
 
+def _module_select(argv: list[str]) -> None:
+    """`powernode module select ARGS` with only its own imports (see `cli/module_select.py`)."""
+    from powernode.cli.module_select import run_select, select, simple_arguments
+
+    arguments = simple_arguments(argv)
+    if arguments is not None:
+        run_select(*arguments)
+        return
+    command = typer.Typer(
+        pretty_exceptions_enable=False, add_completion=False, context_settings=_CONTEXT
+    )
+    command.command()(select)
+    command(args=argv, prog_name=f"powernode {sys.argv[1]} select")
+
+
 def run() -> None:
     """Console-script entry point: one clear line on stderr and an exit code per category."""
-    _register_nouns()
     try:
-        # Standalone mode: Typer reports usage errors itself (exit 2); ours propagate.
-        app()
-    except CliError as exc:
-        error(exc.message)
-        sys.exit(EXIT_CODES[exc.category])
+        if sys.argv[1:3] in (["module", "select"], ["modules", "select"]):
+            _module_select(sys.argv[3:])
+        else:
+            _register_nouns()
+            # Standalone mode: Typer reports usage errors itself (exit 2); ours propagate.
+            app()
     except PowernodeError as exc:
         error(exc.detail)
         sys.exit(EXIT_CODES[exc.category])
@@ -153,3 +177,10 @@ def run() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        from powernode.cli.client import CliError  # not before: it imports httpx
+
+        if not isinstance(exc, CliError):
+            raise
+        error(exc.message)
+        sys.exit(EXIT_CODES[exc.category])
