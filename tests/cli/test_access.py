@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,35 @@ def test_unknown_role_is_a_usage_error(cli: Cli) -> None:
     assert result.returncode == 2
     assert "root" in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("node", "create"), "Missing argument 'name'"),
+        (("node", "list", "--bogus"), "No such option: --bogus"),
+        (("module", "select"), "Missing argument 'directory'"),
+        (("node", "list", "-o", "yaml"), "'yaml'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_a_help_hint(
+    cli: Cli, argv: tuple[str, ...], says: str
+) -> None:
+    """Typer's multi-line box is replaced by one `error:` line that says where help is; exit 2."""
+    result = cli.run(*argv, ok=False)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert says in line
+    assert "--help')" in line
+
+
+def test_init_prints_json_for_scripts(cli: Cli, tmp_path: Path) -> None:
+    """`init -o json` gives the token (or null when one exists) and where it was saved."""
+    env_cli = Cli({**cli.env, "POWERNODE_DATA_DIR": str(tmp_path / "other")})
+    first = env_cli.json("init")
+    assert first["token"].startswith("pn_")
+    assert first["credentials_path"].endswith("cli-credentials.json")
+    assert first["database"].startswith("sqlite:///")
+    assert env_cli.json("init")["token"] is None

@@ -58,8 +58,9 @@ def test_init_with_a_refused_login_is_one_line_without_the_password(tmp_path: Pa
 
 
 def test_serve_on_an_unreachable_database_hides_the_password(tmp_path: Path) -> None:
+    """The root `--database-url` flag works like POWERNODE_DATABASE_URL."""
     url = f"postgresql://someone:S3cretPW@127.0.0.1:{free_port()}/x"
-    result = run(tmp_path, "serve", "--port", str(free_port()), POWERNODE_DATABASE_URL=url)
+    result = run(tmp_path, "--database-url", url, "serve", "--port", str(free_port()))
     assert result.returncode != 0
     assert "S3cretPW" not in result.stderr + result.stdout
     assert "someone:***@" in result.stderr

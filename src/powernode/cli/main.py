@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from powernode.cli.output import EXIT_CODES, error
+# Typer vendors Click from 0.29 on (pyproject pins it); its exceptions live here, not in `click`.
+from typer._click import exceptions as click_errors
+
+from powernode.cli.output import EXIT_CODES, OutputFormat, error
 from powernode.errors import PowernodeError
 
 # Imported where used: the HTTP client, the settings (pydantic) and asyncio take most of the
@@ -39,10 +43,18 @@ def root(
     data_dir: Annotated[
         Path | None, typer.Option(help="State directory \\[env: POWERNODE_DATA_DIR].")
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Database for init, serve and worker \\[env: POWERNODE_DATABASE_URL; "
+            "default: SQLite in the data dir].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     from powernode.cli.common import CliState
 
-    overrides = {"url": url, "token": token, "data_dir": data_dir}
+    overrides = {"url": url, "token": token, "data_dir": data_dir, "database_url": database_url}
     ctx.obj = CliState(overrides={k: v for k, v in overrides.items() if v is not None})
 
 
@@ -52,18 +64,32 @@ def init(
     rotate: Annotated[
         bool, typer.Option("--rotate-token", help="Mint a new admin token even if one exists.")
     ] = False,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output", "-o", help="table for people, json for scripts.", case_sensitive=False
+        ),
+    ] = OutputFormat.TABLE,
 ) -> None:
     """Create the data directory, migrate the database and mint the first admin token."""
     import asyncio
 
-    from sqlalchemy.engine import make_url
-
     from powernode.bootstrap import initialize
     from powernode.cli.common import state
-    from powernode.cli.output import stdout
+    from powernode.cli.output import emit_json, stdout
+    from powernode.db.migrate import shown_url
 
     result = asyncio.run(initialize(state(ctx).settings(), rotate=rotate))
-    shown = make_url(result.database_url).render_as_string(hide_password=True)
+    shown = shown_url(result.database_url)
+    if output is OutputFormat.JSON:
+        emit_json(
+            {
+                "database": shown,
+                "token": result.token,
+                "credentials_path": str(result.credentials_path),
+            }
+        )
+        return
     stdout.print(f"database ready: {shown}")
     if result.token is None:
         stdout.print(
@@ -156,7 +182,15 @@ def _module_select(argv: list[str]) -> None:
         pretty_exceptions_enable=False, add_completion=False, context_settings=_CONTEXT
     )
     command.command()(select)
-    command(args=argv, prog_name=f"powernode {sys.argv[1]} select")
+    _exit_with(
+        command(args=argv, prog_name=f"powernode {sys.argv[1]} select", standalone_mode=False)
+    )
+
+
+def _exit_with(result: Any) -> None:
+    """Outside standalone mode Click returns a command's `typer.Exit(code)` instead of exiting."""
+    if isinstance(result, int) and result != 0:
+        sys.exit(result)
 
 
 def run() -> None:
@@ -166,8 +200,25 @@ def run() -> None:
             _module_select(sys.argv[3:])
         else:
             _register_nouns()
-            # Standalone mode: Typer reports usage errors itself (exit 2); ours propagate.
-            app()
+            # Not standalone: usage errors come here too, to be one line like every other error
+            # (Typer's own report is a multi-line box).
+            _exit_with(app(standalone_mode=False))
+    except click_errors.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(exc.exit_code)
+    except click_errors.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        error(f"{exc.format_message()}{hint}")
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error("aborted")
+        sys.exit(1)
+    except BrokenPipeError:  # `powernode ... | head`: the reader left; nothing to say
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
+        sys.exit(1)
     except PowernodeError as exc:
         error(exc.detail)
         sys.exit(EXIT_CODES[exc.category])
