@@ -373,10 +373,11 @@ def test_a_mask_pattern_is_refused_exactly_when_its_rule_would_fail() -> None:
     assert refused, "no candidate pattern is refused by the filter engine any more"
 
 
-def test_mask_pattern_must_be_one_line(tmp_path: Path) -> None:
-    """A carriage return would split the mask rule in two: refused like a newline."""
+@pytest.mark.parametrize("pattern", ["a\rb", "a\nb", "a\x00b", "  "])
+def test_mask_pattern_must_be_one_line(tmp_path: Path, pattern: str) -> None:
+    """rsync ends a rule at CR, LF or NUL: a pattern holding one is refused, not cut short."""
     with pytest.raises(ValueError, match="must be one non-empty line"):
-        ModuleSpec(mask=["a\rb"])
+        ModuleSpec(mask=[pattern])
 
 
 def test_stored_specs_are_not_parsed_again() -> None:

@@ -229,9 +229,11 @@ class ModuleSpec(BaseModel):
     @classmethod
     def _check_mask(cls, value: list[str], info: ValidationInfo) -> list[str]:
         for number, pattern in enumerate(value, start=1):
-            if not pattern.strip() or "\n" in pattern or "\r" in pattern:
+            # rsync ends a rule at CR, LF or NUL, so a pattern holding one would silently be cut.
+            if not pattern.strip() or any(c in pattern for c in "\n\r\x00"):
                 raise ValueError(
-                    f"pattern {number} ({pattern!r}) must be one non-empty line, e.g. '/etc/*.key'"
+                    f"pattern {number} ({pattern!r}) must be one non-empty line without NUL, "
+                    "e.g. '/etc/*.key'"
                 )
             if _stored(info):
                 continue
