@@ -242,3 +242,18 @@ def test_fields_and_a_different_module_toml_are_refused(store: ContentStore) -> 
     assert "module.toml and the spec parameter differ in version, file_spec, package_spec" in (
         caught.value.detail
     )
+
+
+@pytest.mark.parametrize(
+    ("first", "kind"),
+    [(special("a", tarfile.SYMTYPE, "/etc"), "symlink"), (regular("a"), "file")],
+    ids=["under-a-symlink", "under-a-file"],
+)
+def test_a_member_under_a_non_directory_is_refused(
+    store: ContentStore, first: Member, kind: str
+) -> None:
+    """`a` then `a/b` is not a tree: it cannot be composed, and through a symlink it would
+    write outside the module."""
+    with pytest.raises(Invalid) as caught:
+        read(store, tar_bytes(first, regular("a/b")))
+    assert caught.value.detail.startswith(f"'a/b' lies under 'a', which is a {kind}")

@@ -2,7 +2,8 @@
 
 Every refused request (a domain error, a validation error, an unknown route) is answered with
 `application/problem+json` and recorded as an `api.refused` fleet event; unexpected errors become
-a bare 500 problem with the correlation id and no stack trace.
+a bare 500 problem with the correlation id and no stack trace. Every 422 lists the refused fields
+in `errors: [{field, message}]`, whether request validation or a domain `Invalid` refused it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ STATUS_BY_CATEGORY: dict[Category, int] = {
 }
 
 
+class FieldError(BaseModel):
+    """One refused field of a 422 answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    field: str | None = Field(
+        description="The field as a dotted path (`spec.env.HOME`, `body` for the whole body); "
+        "null when the problem is with the request as a whole."
+    )
+    message: str
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document; extension members vary by problem type."""
 
@@ -49,6 +62,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     correlation_id: str | None = None
+    errors: list[FieldError] | None = Field(default=None, description="On 422: what was refused.")
 
 
 def _problem_response(description: str) -> dict[str, Any]:
@@ -114,9 +128,27 @@ async def audit_refusal(request: Request, status: int, detail: str) -> None:
         log.exception("could not record refused request")
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
+def _field_name(error: dict[str, Any]) -> str:
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        return "body"  # its loc ends in the character offset, which names no field
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def _field_errors(exc: PowernodeError) -> list[dict[str, Any]]:
+    """A domain error's `errors`: its own list when it has one (every item completed with
+    `field` and `message`), else its one `field` with its detail."""
+    field = exc.extra.get("field")
+    own = exc.extra.get("errors")
+    if isinstance(own, list) and own:
+        return [
+            {"field": field, "message": exc.detail, **item}
+            if isinstance(item, dict)
+            else {"field": field, "message": str(item)}
+            for item in own
+        ]
+    return [{"field": field, "message": exc.detail}]
 
 
 def install(app: FastAPI) -> None:
@@ -126,7 +158,10 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: PowernodeError) -> JSONResponse:
         status = STATUS_BY_CATEGORY[exc.category]
         await audit_refusal(request, status, exc.detail)
-        return problem(request, status, exc.title, exc.detail, str(exc.category), **exc.extra)
+        extra = dict(exc.extra)
+        if status == 422:
+            extra["errors"] = _field_errors(exc)
+        return problem(request, status, exc.title, exc.detail, str(exc.category), **extra)
 
     async def _lost_race(request: Request, exc: Exception) -> JSONResponse:
         # A flush inside a service lost a race (commit() covers the commit itself).
@@ -154,8 +189,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_name(tuple(err.get("loc", ()))), "message": err.get("msg", "")}
-            for err in exc.errors()
+            {"field": _field_name(err), "message": err.get("msg", "")} for err in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         await audit_refusal(request, 422, detail)

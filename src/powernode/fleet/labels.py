@@ -28,20 +28,20 @@ _TERM_RE = re.compile(
 )
 
 
-def validate_labels(labels: dict[str, str]) -> dict[str, str]:
-    """`labels` unchanged, or Invalid naming the first bad key or value."""
+def validate_labels(labels: dict[str, str], *, field: str = "labels") -> dict[str, str]:
+    """`labels` unchanged, or Invalid naming the first bad key or value (as `field`)."""
     for key, value in labels.items():
         if not KEY_RE.match(key) or len(key) > 317:
             raise Invalid(
                 f"label key {key!r} is not valid: use [prefix/]name, name up to 63 characters "
                 "of letters, digits, '.', '_' and '-', starting and ending with a letter or digit",
-                field="labels",
+                field=field,
             )
         if not isinstance(value, str) or not VALUE_RE.match(value):
             raise Invalid(
                 f"label value {value!r} for {key!r} is not valid: up to 63 characters of letters, "
                 "digits, '.', '_' and '-', starting and ending with a letter or digit",
-                field="labels",
+                field=field,
             )
     return labels
 
@@ -94,9 +94,9 @@ def parse_selector(selector: str) -> list[Requirement]:
             req = Requirement(match["key"], match["setop"], values)
         else:
             req = Requirement(match["key"], "exists")
-        validate_labels({req.key: ""})
+        validate_labels({req.key: ""}, field="selector")
         for value in req.values:
-            validate_labels({req.key: value})
+            validate_labels({req.key: value}, field="selector")
         requirements.append(req)
     return requirements
 

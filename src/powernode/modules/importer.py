@@ -273,10 +273,21 @@ def _link_path(name: str) -> str:
 
 
 def _add_missing_parents(entries: dict[str, Entry]) -> None:
-    """Archives without directory members still give every file a parent directory entry."""
+    """Archives without directory members still give every file a parent directory entry.
+
+    A member under a non-directory (`a` a symlink or file, then `a/b`) is refused: such a tree
+    cannot be materialized, and through a symlink it would write outside the module.
+    """
     for entry in list(entries.values()):
         for parent in parents(entry.path):
-            if parent not in entries:
+            found = entries.get(parent)
+            if found is None:
                 entries[parent] = Entry(
                     path=parent, type=DIR, mode=0o755, uid=0, gid=0, mtime=entry.mtime
+                )
+            elif found.type != DIR:
+                raise Invalid(
+                    f"{entry.path!r} lies under {parent!r}, which is a {found.type}, not a "
+                    "directory; a module is a tree: remove one of the two",
+                    field="tree",
                 )
