@@ -15,6 +15,7 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from powernode import __version__
 from powernode.api import metrics, problems
 from powernode.api.deps import require
+from powernode.api.edge import edge
 from powernode.api.middleware import CorrelationMiddleware
 from powernode.api.node.app import create_node_app
 from powernode.api.routes import (
@@ -79,7 +80,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     metrics.install(app)
     problems.install(app)
 
-    api = APIRouter(prefix=API_PREFIX, responses=problems.PROBLEM_RESPONSES)
+    # `edge` runs before every other dependency of an operator route: see api/edge.py.
+    api = APIRouter(
+        prefix=API_PREFIX, responses=problems.PROBLEM_RESPONSES, dependencies=[Depends(edge)]
+    )
     routers = (
         nodes,
         instances,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,46 +42,79 @@ class Caller:
     principal: Principal
     ctx: EventContext
 
-    def require(self, permission: Permission) -> None:
-        if not allows(self.principal.role, permission):
-            raise Forbidden(
-                f"role {self.principal.role} may not {permission.replace('_', ' ')}; "
-                "ask an admin for a token with a role that may",
-                required_permission=str(permission),
-            )
+    def require(self, *permissions: Permission) -> None:
+        """Forbidden naming the first of `permissions` the caller's role lacks."""
+        for permission in permissions:
+            if not allows(self.principal.role, permission):
+                raise Forbidden(
+                    f"role {self.principal.role} may not {permission.replace('_', ' ')}; "
+                    "ask an admin for a token with a role that may",
+                    required_permission=str(permission),
+                )
 
 
-def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Caller]]:
-    """A dependency: the caller, if its token is valid and its role grants `permission`."""
+async def authenticated(request: Request, session: AsyncSession) -> Caller:
+    """The request's caller, authenticated once per request and kept in `request.state`."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None:
+        return caller
+    credentials = await _bearer(request)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("this endpoint needs a bearer token: Authorization: Bearer pn_...")
+    clock: Clock = request.app.state.clock
+    principal = await authenticate(session, credentials.credentials, clock)
+    if principal.last_used_stale:
+        # Its own short write transaction; first end ours, which may hold SQLite's lock.
+        await session.rollback()
+        db: Database = request.app.state.db
+        async with db.transaction() as writer:
+            await touch_token(writer, principal.id, clock.now())
+    request.state.actor = principal.actor
+    caller = Caller(
+        principal=principal,
+        ctx=EventContext(
+            actor=principal.actor,
+            correlation_id=getattr(request.state, "correlation_id", None) or new_id(),
+            clock=clock,
+        ),
+    )
+    request.state.caller = caller
+    return caller
 
-    async def dependency(
+
+@dataclass(frozen=True)
+class Require:
+    """A dependency: the caller, if its token is valid and its role grants `permission`.
+
+    A lifecycle action route names its `system_events` (agent reports, lease outcomes): firing
+    one of those, the `event` path parameter, also needs OVERRIDE. The permissions are data, not
+    code in the handler, so `api.edge` can check them before FastAPI reads the request body.
+    """
+
+    permission: Permission
+    system_events: frozenset[str] = frozenset()
+
+    def permissions(self, request: Request) -> tuple[Permission, ...]:
+        """What this request needs: the route's permission, then OVERRIDE for a system event."""
+        if request.path_params.get("event") in self.system_events:
+            return (self.permission, Permission.OVERRIDE)
+        return (self.permission,)
+
+    async def __call__(
+        self,
         request: Request,
         session: SessionDep,
+        # Unused here (`authenticated` reads the header) but it documents the bearer scheme.
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Caller:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("this endpoint needs a bearer token: Authorization: Bearer pn_...")
-        clock: Clock = request.app.state.clock
-        principal = await authenticate(session, credentials.credentials, clock)
-        if principal.last_used_stale:
-            # Its own short write transaction; first end ours, which may hold SQLite's lock.
-            await session.rollback()
-            db: Database = request.app.state.db
-            async with db.transaction() as writer:
-                await touch_token(writer, principal.id, clock.now())
-        request.state.actor = principal.actor
-        caller = Caller(
-            principal=principal,
-            ctx=EventContext(
-                actor=principal.actor,
-                correlation_id=getattr(request.state, "correlation_id", None) or new_id(),
-                clock=clock,
-            ),
-        )
-        caller.require(permission)
+        caller = await authenticated(request, session)
+        caller.require(*self.permissions(request))
         return caller
 
-    return dependency
+
+def require(permission: Permission, *, system_events: Collection[str] = frozenset()) -> Require:
+    """A dependency: the caller, if its token is valid and its role grants `permission`."""
+    return Require(permission, frozenset(system_events))
 
 
 Reader = Annotated[Caller, Depends(require(Permission.READ))]

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from powernode.api.edge import authorize_unparsed
 from powernode.db.crud import LOST_RACE_ERRORS, as_conflict
 from powernode.db.engine import Database
-from powernode.errors import Category, PowernodeError
+from powernode.errors import Category, Invalid, PowernodeError
 from powernode.events.log import EventContext, Severity, record_event
 from powernode.ids import new_id
 
@@ -108,6 +109,8 @@ async def audit_refusal(request: Request, status: int, detail: str) -> None:
         actor=getattr(request.state, "actor", None) or "anonymous",
         correlation_id=getattr(request.state, "correlation_id", None) or new_id(),
     )
+    # The path and detail may quote what was refused, NUL included, which PostgreSQL's jsonb
+    # cannot store: write it escaped rather than lose the event.
     try:
         async with db.transaction() as session:
             await record_event(
@@ -119,13 +122,17 @@ async def audit_refusal(request: Request, status: int, detail: str) -> None:
                 severity=Severity.CRITICAL if status in (401, 403) else Severity.ROUTINE,
                 payload={
                     "method": request.method,
-                    "path": request.url.path,
+                    "path": _storable(request.url.path),
                     "status": status,
-                    "detail": detail[:500],
+                    "detail": _storable(detail[:500]),
                 },
             )
     except Exception:  # auditing must not turn a 4xx into a 500
         log.exception("could not record refused request")
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
 
 
 def _field_name(error: dict[str, Any]) -> str:
@@ -151,6 +158,16 @@ def _field_errors(exc: PowernodeError) -> list[dict[str, Any]]:
     return [{"field": field, "message": exc.detail}]
 
 
+# SQLSTATEs of text PostgreSQL cannot store: character_not_in_repertoire (a NUL in text),
+# untranslatable_character (a \u0000 escape in jsonb).
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+def _unstorable_text(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in _UNSTORABLE_TEXT
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on `app`."""
 
@@ -173,6 +190,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if _unstorable_text(exc):
+            # The backstop for what api/edge.py does not see (the other listeners).
+            return await _domain(
+                request,
+                Invalid(
+                    "the request holds text the database cannot store, such as a NUL "
+                    "character (\\u0000); remove it"
+                ),
+            )
         if not exc.connection_invalidated:
             return await _unexpected(request, exc)
         log.warning("database connection lost: %s", exc.orig)
@@ -186,8 +212,21 @@ def install(app: FastAPI) -> None:
         response.headers["Retry-After"] = "1"
         return response
 
+    async def _refused_first(request: Request) -> JSONResponse | None:
+        """401 or 403 for a request FastAPI refused before its dependencies could authorize
+        it, so that a bad body never hides a missing token or permission (api/edge.py)."""
+        try:
+            await authorize_unparsed(request)
+        except PowernodeError as exc:
+            return await _domain(request, exc)
+        except DBAPIError as exc:  # authenticating needs the database
+            return await _database(request, exc)
+        return None
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if refused := await _refused_first(request):
+            return refused
         errors = [
             {"field": _field_name(err), "message": err.get("msg", "")} for err in exc.errors()
         ]
@@ -197,6 +236,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # A body FastAPI could not read (400, 413) is refused after the caller's; a 405 is
+        # not, since the route that matched the path requires what its other method needs.
+        if exc.status_code != 405 and (refused := await _refused_first(request)):
+            return refused
         detail = str(exc.detail)
         if exc.status_code < 500:
             await audit_refusal(request, exc.status_code, detail)

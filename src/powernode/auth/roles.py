@@ -18,6 +18,8 @@ class Permission(enum.StrEnum):
     """Create, list and revoke API tokens."""
     MANAGE_PROVIDERS = "manage_providers"
     """Create, change and delete provider accounts and their catalogs."""
+    MANAGE_TRUST = "manage_trust"
+    """Set and delete the trust policies that say who may sign a module."""
 
 
 class Role(enum.StrEnum):

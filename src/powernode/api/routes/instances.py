@@ -5,9 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 
-from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.api.deps import (
+    Caller,
+    Cursor,
+    ExpectedVersion,
+    Limit,
+    Operator,
+    Reader,
+    SessionDep,
+    require,
+)
 from powernode.auth.roles import Permission
 from powernode.db.crud import commit
 from powernode.fleet import instances
@@ -17,6 +26,11 @@ from powernode.fleet.states import MachineEvent
 from powernode.schemas import ActionRequest, PageOut
 
 router = APIRouter(prefix="/instances", tags=["instances"])
+
+# Firing a system event (agent reports, lease outcomes) by hand also needs OVERRIDE.
+InstanceActor = Annotated[
+    Caller, Depends(require(Permission.OPERATE, system_events=INSTANCE_LIFECYCLE.system_events))
+]
 
 
 @router.get("")
@@ -67,13 +81,11 @@ async def delete_instance(
 @router.post("/{instance_id}/actions/{event}")
 async def instance_action(
     session: SessionDep,
-    caller: Operator,
+    caller: InstanceActor,
     instance_id: uuid.UUID,
     event: MachineEvent,
     request: Annotated[ActionRequest | None, Body()] = None,
 ) -> InstanceOut:
-    if event in INSTANCE_LIFECYCLE.system_events:
-        caller.require(Permission.OVERRIDE)
     row = await instances.instance_action(
         session, caller.ctx, instance_id, event, request or ActionRequest()
     )

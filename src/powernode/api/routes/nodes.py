@@ -9,10 +9,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.api.deps import (
+    Caller,
+    Cursor,
+    ExpectedVersion,
+    Limit,
+    Operator,
+    Reader,
+    SessionDep,
+    require,
+)
 from powernode.api.responses import json_response
 from powernode.auth.roles import Permission
 from powernode.db.crud import commit
@@ -25,6 +34,11 @@ from powernode.providers.console import DEFAULT_TAIL_BYTES, console_tail
 from powernode.schemas import ActionRequest, PageOut
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
+
+# Firing a system event (agent reports, lease outcomes) by hand also needs OVERRIDE.
+NodeActor = Annotated[
+    Caller, Depends(require(Permission.OPERATE, system_events=NODE_LIFECYCLE.system_events))
+]
 
 
 @router.get("", response_model=PageOut[NodeOut])
@@ -108,14 +122,12 @@ async def delete_node(
 async def node_action(
     request: Request,
     session: SessionDep,
-    caller: Operator,
+    caller: NodeActor,
     node: str,
     event: MachineEvent,
     body: Annotated[ActionRequest | None, Body()] = None,
 ) -> Response:
     """Fire a lifecycle event. System events (ready, heartbeat_*) need an admin token."""
-    if event in NODE_LIFECYCLE.system_events:
-        caller.require(Permission.OVERRIDE)
     row = await nodes.node_action(session, caller.ctx, node, event, body or ActionRequest())
     await commit(session)
     if row.provider_account_id is not None and request.app.state.providers is not None:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
-from powernode.api.deps import Cursor, ExpectedVersion, Limit, Operator, Reader, SessionDep
+from powernode.api.deps import (
+    Caller,
+    Cursor,
+    ExpectedVersion,
+    Limit,
+    Operator,
+    Reader,
+    SessionDep,
+    require,
+)
 from powernode.artifacts.assignment import apply_modules_payload, record_desired_modules
 from powernode.auth.roles import Permission
 from powernode.db.crud import commit
@@ -18,6 +27,11 @@ from powernode.fleet.tasks import TaskActionRequest, TaskCreate, TaskFilter, Tas
 from powernode.schemas import PageOut
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+# Firing a system event (agent reports, lease outcomes) by hand also needs OVERRIDE.
+TaskActor = Annotated[
+    Caller, Depends(require(Permission.OPERATE, system_events=TASK_LIFECYCLE.system_events))
+]
 
 
 @router.get("")
@@ -74,15 +88,13 @@ async def delete_task(
 @router.post("/{task_id}/actions/{event}")
 async def task_action(
     session: SessionDep,
-    caller: Operator,
+    caller: TaskActor,
     task_id: uuid.UUID,
     event: TaskEvent,
     request: Annotated[TaskActionRequest | None, Body()] = None,
 ) -> TaskOut:
     """`cancel` and `retry` for operators; lease outcomes (lease, start, succeed, fail, expire)
     are the agent's and need an admin token when fired by hand."""
-    if event in TASK_LIFECYCLE.system_events:
-        caller.require(Permission.OVERRIDE)
     row = await tasks.task_action(
         session, caller.ctx, task_id, event, request or TaskActionRequest()
     )

@@ -20,16 +20,24 @@ from cryptography import x509
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from powernode.api.deps import Caller, ExpectedVersion, Operator, Reader, SessionDep, StoreDep
+from powernode.api.deps import (
+    Caller,
+    ExpectedVersion,
+    Operator,
+    Reader,
+    SessionDep,
+    StoreDep,
+    require,
+)
 from powernode.api.routes.modules import ModuleName, VersionText
 from powernode.artifacts import service
 from powernode.artifacts import store as registry
 from powernode.artifacts.models import ModuleSignature, ModuleTrustPolicy
 from powernode.artifacts.oci import MAX_MANIFEST_SIZE
 from powernode.artifacts.signing import signature_tag
-from powernode.auth.roles import Role
+from powernode.auth.roles import Permission
 from powernode.db.crud import commit
-from powernode.errors import Forbidden, Invalid, NotFound
+from powernode.errors import Invalid, NotFound
 
 router = APIRouter(tags=["supply chain"])
 
@@ -37,16 +45,7 @@ _B64_MANIFEST = (MAX_MANIFEST_SIZE * 4) // 3 + 4
 _B64_BLOB = (service.MAX_BLOB_SIZE * 4) // 3 + 4
 
 
-async def _policy_admin(caller: Reader) -> Caller:
-    if caller.principal.role != Role.ADMIN:
-        raise Forbidden(
-            f"role {caller.principal.role} may not change trust policies; only admins may",
-            required_role=str(Role.ADMIN),
-        )
-    return caller
-
-
-PolicyAdmin = Annotated[Caller, Depends(_policy_admin)]
+PolicyAdmin = Annotated[Caller, Depends(require(Permission.MANAGE_TRUST))]
 
 
 def _signing_roots(request: Request) -> Sequence[x509.Certificate]:
