@@ -47,6 +47,7 @@ NEEDS: dict[str, Permission | None] = {
     "GET /tasks": READ,
     "POST /tasks": OPERATE,
     "GET /tasks/{task_id}": READ,
+    "PATCH /tasks/{task_id}": OPERATE,
     "DELETE /tasks/{task_id}": OPERATE,
     "POST /tasks/{task_id}/actions/{event}": OPERATE,
     "GET /templates": READ,

@@ -262,3 +262,76 @@ async def test_catalog_rows_can_be_removed_unless_nodes_use_them(api: Api) -> No
         "provider_account.instance_type_removed",
         "provider_account.region_removed",
     ]
+
+
+async def test_catalog_rows_are_read_updated_and_deleted_with_versions(api: Api) -> None:
+    """Regions, zones and instance types: GET one, PATCH with the version read, a stale version
+    is a 409 naming the current one, DELETE honours ?version=, every change is an event."""
+    await api.ok("POST", "/provider-accounts", json={"name": "gcp", "kind": "gcp"})
+    base = "/provider-accounts/gcp"
+    await api.ok("POST", f"{base}/regions", json={"name": "europe-west4"})
+    await api.ok("POST", f"{base}/regions/europe-west4/zones", json={"name": "europe-west4-a"})
+    await api.ok(
+        "POST", f"{base}/instance-types", json={"name": "e2-small", "vcpus": 2, "memory_mib": 2048}
+    )
+
+    region = await api.ok("GET", f"{base}/regions/europe-west4")
+    assert (region["version"], region["display_name"]) == (1, None)
+    renamed = await api.ok(
+        "PATCH", f"{base}/regions/europe-west4", json={"version": 1, "display_name": "Eemshaven"}
+    )
+    assert (renamed["display_name"], renamed["version"]) == ("Eemshaven", 2)
+    stale = await api.call(
+        "PATCH", f"{base}/regions/europe-west4", json={"version": 1, "display_name": "x"}
+    )
+    assert stale.status_code == 409
+    assert stale.json()["current_version"] == 2
+
+    zone = await api.ok("GET", f"{base}/regions/europe-west4/zones/europe-west4-a")
+    assert (zone["name"], zone["version"]) == ("europe-west4-a", 1)
+    assert (await api.call("GET", f"{base}/regions/europe-west4/zones/nope")).status_code == 404
+
+    itype = await api.ok(
+        "PATCH", f"{base}/instance-types/e2-small", json={"version": 1, "memory_mib": 4096}
+    )
+    assert (itype["vcpus"], itype["memory_mib"], itype["version"]) == (2, 4096, 2)
+    assert (await api.ok("GET", f"{base}/instance-types/e2-small"))["memory_mib"] == 4096
+    bad = await api.call(
+        "PATCH", f"{base}/instance-types/e2-small", json={"version": 2, "vcpus": 0}
+    )
+    assert bad.status_code == 422
+
+    stale_delete = await api.call("DELETE", f"{base}/instance-types/e2-small?version=1")
+    assert stale_delete.status_code == 409
+    gone = await api.call("DELETE", f"{base}/instance-types/e2-small?version=2")
+    assert gone.status_code == 204
+    assert (await api.call("GET", f"{base}/instance-types/e2-small")).status_code == 404
+
+    events = await api.ok("GET", "/events", params={"kind": "provider_account.*"})
+    kinds = [e["kind"] for e in events["items"]]
+    assert "provider_account.region_updated" in kinds
+    assert "provider_account.instance_type_updated" in kinds
+    assert "provider_account.instance_type_removed" in kinds
+
+
+async def test_a_live_task_gets_a_new_retry_budget(api: Api) -> None:
+    """PATCH /tasks/{id} changes max_attempts while the task lives; never below the attempts
+    made, never on a finished task; the change is a `task.updated` event."""
+    await api.ok("POST", "/nodes", json={"name": "host"})
+    task = await api.ok("POST", "/tasks", json={"kind": "noop", "node": "host", "max_attempts": 1})
+    path = f"/tasks/{task['id']}"
+    await api.ok("POST", f"{path}/actions/lease")
+    raised = await api.ok("PATCH", path, json={"version": 2, "max_attempts": 5})
+    assert (raised["max_attempts"], raised["version"]) == (5, 3)
+    below = await api.call("PATCH", path, json={"version": 3, "max_attempts": 0})
+    assert below.status_code == 422
+    stale = await api.call("PATCH", path, json={"version": 1, "max_attempts": 4})
+    assert stale.status_code == 409
+    await api.ok("POST", f"{path}/actions/cancel")
+    done = await api.ok("GET", path)
+    final = await api.call("PATCH", path, json={"version": done["version"], "max_attempts": 9})
+    assert final.status_code == 409
+    assert "final" in final.json()["detail"]
+    events = await api.ok("GET", "/events", params={"subject_id": task["id"]})
+    updated = [e for e in events["items"] if e["kind"] == "task.updated"]
+    assert [e["payload"]["max_attempts"] for e in updated] == [{"from": 1, "to": 5}]

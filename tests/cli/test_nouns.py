@@ -156,12 +156,22 @@ def test_task_lifecycle_from_create_to_delete(cli: Cli) -> None:
     listed = cli.json("task", "list", "--node", "node-f", "--state", "pending", "--kind", "shell")
     assert [t["id"] for t in listed] == [task["id"]]
     assert cli.json("task", "show", task["id"])["kind"] == "shell"
+    assert cli.json("task", "update", task["id"], "--max-attempts", "4")["max_attempts"] == 4
+    assert (
+        cli.fails("task", "update", task["id"], "--max-attempts", "5", "--version", "1").returncode
+        == 6
+    )
     unfinished = cli.fails("task", "delete", task["id"])
     assert "cancel it before deleting it" in unfinished.stderr
     cancelled = cli.json("task", "action", task["id"], "cancel", "--reason", "not needed")
     assert cancelled["state"] == "cancelled"
     cli.run("task", "delete", task["id"])
-    assert kinds_for(cli, task["id"]) == ["task.created", "task.cancel", "task.deleted"]
+    assert kinds_for(cli, task["id"]) == [
+        "task.created",
+        "task.updated",
+        "task.cancel",
+        "task.deleted",
+    ]
 
 
 def test_task_for_an_instance_with_a_json_payload(cli: Cli) -> None:
@@ -262,6 +272,21 @@ def test_provider_account_with_catalog(cli: Cli) -> None:
     assert "m7g.large" in types
     assert "8192" in types
 
+    shown = cli.json("provider", "region", "show", "aws-prod", "eu-west-1")
+    assert (shown["display_name"], shown["version"]) == ("Ireland", 1)
+    renamed = cli.json(
+        "provider", "region", "update", "aws-prod", "eu-west-1", "--display-name", "Dublin"
+    )
+    assert (renamed["display_name"], renamed["version"]) == ("Dublin", 2)
+    assert (
+        cli.json("provider", "zone", "show", "aws-prod", "eu-west-1", "eu-west-1a")["id"]
+        == (zones[0]["id"])
+    )
+    resized = cli.json(
+        "provider", "instance-type", "update", "aws-prod", "m7g.large", "--memory-mib", "16384"
+    )
+    assert (resized["memory_mib"], resized["vcpus"]) == (16384, 2)
+    assert cli.json("provider", "instance-type", "show", "aws-prod", "m7g.large")["version"] == 2
     placed = cli.json(
         "node", "create", "placed", "--provider", "aws-prod",
         "--region", "eu-west-1", "--zone", "eu-west-1a",
@@ -295,6 +320,8 @@ def test_provider_account_with_catalog(cli: Cli) -> None:
         "provider_account.region_added",
         "provider_account.zone_added",
         "provider_account.instance_type_added",
+        "provider_account.region_updated",
+        "provider_account.instance_type_updated",
         "provider_account.deleted",
     ]
 

@@ -84,6 +84,24 @@ def create(
 
 
 @app.command()
+def update(
+    ctx: typer.Context,
+    task: str,
+    max_attempts: Annotated[
+        int, typer.Option(help="New retry budget (at least the attempts made so far).")
+    ],
+    version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Change a live task's retry budget."""
+    client = state(ctx).client()
+    expected = version if version is not None else client.get(f"/tasks/{task}")["version"]
+    emit(
+        client.patch(f"/tasks/{task}", {"version": expected, "max_attempts": max_attempts}), output
+    )
+
+
+@app.command()
 def delete(
     ctx: typer.Context,
     task: str,

@@ -24,7 +24,7 @@ from powernode.fleet.lifecycle import FINAL_TASK_STATES, TASK_LIFECYCLE
 from powernode.fleet.models import Task
 from powernode.fleet.nodes import get_node
 from powernode.fleet.states import MachineState, TaskEvent, TaskState
-from powernode.schemas import ActionRequest
+from powernode.schemas import ActionRequest, Version
 
 DEFAULT_LEASE = dt.timedelta(seconds=30)
 
@@ -45,6 +45,17 @@ class TaskCreate(BaseModel):
         if (self.node is None) == (self.instance_id is None):
             raise ValueError("give exactly one target: node or instance_id")
         return self
+
+
+class TaskUpdate(BaseModel):
+    """What may change on a live task: its retry budget. Kind, target and payload are what the
+    task *is* (and were validated and signed-checked at creation); cancel and recreate to change
+    them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Version
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
 
 
 class TaskActionRequest(ActionRequest):
@@ -168,6 +179,38 @@ async def list_tasks(
     if flt.instance_id is not None:
         stmt = stmt.where(Task.instance_id == flt.instance_id)
     return await paginate(session, stmt, Task.id, limit=limit, cursor=cursor)
+
+
+async def update_task(
+    session: AsyncSession, ctx: EventContext, ident: uuid.UUID | str, patch: TaskUpdate
+) -> Task:
+    row = await get_task(session, ident)
+    check_version(row, patch.version, f"task {row.id}")
+    if patch.max_attempts is None or patch.max_attempts == row.max_attempts:
+        return row
+    if row.state in FINAL_TASK_STATES:
+        raise Conflict(
+            f"task {row.id} is {row.state}, which is final; use the retry action to run it again",
+            state=row.state,
+        )
+    if patch.max_attempts < row.attempts:
+        raise Invalid(
+            f"task {row.id} has already made {row.attempts} attempt(s); "
+            f"max_attempts must be at least that",
+            field="max_attempts",
+        )
+    previous, row.max_attempts = row.max_attempts, patch.max_attempts
+    row.updated_at = ctx.clock.now()
+    await session.flush()
+    await record_event(
+        session,
+        ctx,
+        kind="task.updated",
+        subject_type="task",
+        subject_id=row.id,
+        payload={"max_attempts": {"from": previous, "to": row.max_attempts}},
+    )
+    return row
 
 
 async def delete_task(

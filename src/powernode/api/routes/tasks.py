@@ -75,6 +75,16 @@ async def get_task(session: SessionDep, _: Reader, task_id: uuid.UUID) -> TaskOu
     return TaskOut.of(await tasks.get_task(session, task_id))
 
 
+@router.patch("/{task_id}")
+async def update_task(
+    session: SessionDep, caller: Operator, task_id: uuid.UUID, patch: tasks.TaskUpdate
+) -> TaskOut:
+    """Change a live task's retry budget (`max_attempts`, at least the attempts made so far)."""
+    row = await tasks.update_task(session, caller.ctx, task_id, patch)
+    await commit(session)
+    return TaskOut.of(row)
+
+
 @router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_task(
     session: SessionDep, caller: Operator, task_id: uuid.UUID, version: ExpectedVersion = None
