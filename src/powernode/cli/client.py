@@ -141,6 +141,16 @@ class ApiClient:
     def patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, json_body=body)
 
+    def patch_at(self, path: str, version: int | None, changes: dict[str, Any]) -> Any:
+        """PATCH `changes` (None values left out) at `version`, or at the version read now.
+
+        An explicit `--version` makes a stale edit fail (409); without it the CLI edits what it
+        just read, which still refuses a write that races another between the two calls.
+        """
+        expected = version if version is not None else self.get(path)["version"]
+        body = {k: v for k, v in changes.items() if v is not None}
+        return self.patch(path, {"version": expected, **body})
+
     def delete(self, path: str, **params: Any) -> Any:
         return self.request("DELETE", path, params=params)
 

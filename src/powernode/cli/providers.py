@@ -197,10 +197,8 @@ def region_update(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Change a region's display name."""
-    client = state(ctx).client()
     path = f"/provider-accounts/{account}/regions/{name}"
-    expected = version if version is not None else client.get(path)["version"]
-    emit(client.patch(path, {"version": expected, "display_name": display_name}), output)
+    emit(state(ctx).client().patch_at(path, version, {"display_name": display_name}), output)
 
 
 @zone_app.command("show")
@@ -238,8 +236,6 @@ def type_update(
     """Resize an instance type or change its arch."""
     if vcpus is None and memory_mib is None and arch is None:
         raise invalid("nothing to change; give --vcpus, --memory-mib or --arch")
-    client = state(ctx).client()
     path = f"/provider-accounts/{account}/instance-types/{name}"
-    expected = version if version is not None else client.get(path)["version"]
-    body = {"version": expected, "vcpus": vcpus, "memory_mib": memory_mib, "arch": arch}
-    emit(client.patch(path, {k: v for k, v in body.items() if v is not None}), output)
+    changes = {"vcpus": vcpus, "memory_mib": memory_mib, "arch": arch}
+    emit(state(ctx).client().patch_at(path, version, changes), output)

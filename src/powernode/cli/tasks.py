@@ -94,11 +94,8 @@ def update(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Change a live task's retry budget."""
-    client = state(ctx).client()
-    expected = version if version is not None else client.get(f"/tasks/{task}")["version"]
-    emit(
-        client.patch(f"/tasks/{task}", {"version": expected, "max_attempts": max_attempts}), output
-    )
+    changes = {"max_attempts": max_attempts}
+    emit(state(ctx).client().patch_at(f"/tasks/{task}", version, changes), output)
 
 
 @app.command()
