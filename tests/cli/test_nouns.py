@@ -272,6 +272,13 @@ def test_provider_account_with_catalog(cli: Cli) -> None:
     assert "m7g.large" in types
     assert "8192" in types
 
+    updated = cli.json(
+        "provider", "update", "aws-prod", "--setting", "spot=false", "--unset", "default_region",
+        "--credentials-ref", "env:AWS_PROFILE_PROD2",
+    )  # fmt: skip
+    assert updated["settings"] == {"spot": False}
+    assert updated["credentials_ref"] == "env:AWS_PROFILE_PROD2"
+    assert cli.fails("provider", "update", "aws-prod").returncode == 2
     shown = cli.json("provider", "region", "show", "aws-prod", "eu-west-1")
     assert (shown["display_name"], shown["version"]) == ("Ireland", 1)
     renamed = cli.json(
@@ -320,6 +327,7 @@ def test_provider_account_with_catalog(cli: Cli) -> None:
         "provider_account.region_added",
         "provider_account.zone_added",
         "provider_account.instance_type_added",
+        "provider_account.updated",
         "provider_account.region_updated",
         "provider_account.instance_type_updated",
         "provider_account.deleted",

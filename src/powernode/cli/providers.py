@@ -67,6 +67,39 @@ def create(
 
 
 @app.command()
+def update(
+    ctx: typer.Context,
+    account: str,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option("--setting", help="KEY=VALUE to set (VALUE as JSON if it parses); repeat."),
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", help="A setting KEY to remove; repeat.")
+    ] = None,
+    credentials_ref: Annotated[
+        str | None, typer.Option(help="Where the secrets live: env:NAME, file:PATH, vault:PATH.")
+    ] = None,
+    version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Change an account's settings (merged key by key) or its credentials reference."""
+    if not setting and not unset and credentials_ref is None:
+        raise invalid("nothing to change; give --setting, --unset or --credentials-ref")
+    client = state(ctx).client()
+    path = f"/provider-accounts/{account}"
+    current = client.get(path)
+    changes: dict[str, object] = {"credentials_ref": credentials_ref}
+    if setting or unset:
+        merged = {**current["settings"], **parse_typed_pairs(setting)}
+        for key in unset or []:
+            merged.pop(key, None)
+        changes["settings"] = merged
+    expected = version if version is not None else current["version"]
+    emit(client.patch_at(path, expected, changes), output)
+
+
+@app.command()
 def delete(
     ctx: typer.Context,
     account: str,
