@@ -93,5 +93,8 @@ def test_import_preview_and_compose_a_template(cli: Cli, tmp_path: Path) -> None
 
     again = cli.fails("template", "compose", "edge", "--out", str(out))
     assert "not empty" in again.stderr
+    scripted = cli.json("template", "compose", "edge", "--out", str(tmp_path / "rootfs-2"))
+    assert scripted["template"] == "edge"
+    assert scripted["files_linked"] + scripted["files_copied"] == preview["footprint"]["files"]
     dupe = cli.fails("module", "import", str(tmp_path / "base"))
     assert "immutable" in dupe.stderr

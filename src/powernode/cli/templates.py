@@ -11,7 +11,14 @@ import typer
 
 from powernode.cli import output as cli_output
 from powernode.cli.client import ApiClient, CliError
-from powernode.cli.common import CliState, LimitOption, OutputOption, VersionOption, state
+from powernode.cli.common import (
+    CliState,
+    LimitOption,
+    OutputOption,
+    VersionOption,
+    emit_deleted,
+    state,
+)
 from powernode.cli.output import OutputFormat, emit, emit_table
 from powernode.cli.params import invalid
 from powernode.errors import Category
@@ -111,10 +118,11 @@ def delete(
     ctx: typer.Context,
     template: str,
     version: VersionOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete a template no node uses."""
     state(ctx).client().delete(f"/templates/{template}", version=version)
-    typer.echo(f"deleted template {template}")
+    emit_deleted("template", template, output)
 
 
 @app.command()
@@ -238,8 +246,11 @@ def compose(
     ctx: typer.Context,
     template: str,
     out: Annotated[Path, typer.Option("--out", help="A new or empty directory.")],
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Materialize the composed tree into OUT (hard links from the content store)."""
+    import dataclasses
+
     from powernode.modules.materialize import materialize
 
     cli = state(ctx)
@@ -248,6 +259,9 @@ def compose(
     entries = [Entry(**doc) for doc in manifest["entries"]]
     store = fetch_blobs(cli, client, entries)
     done = materialize(entries, store, out)
+    if output is OutputFormat.JSON:
+        emit({"template": template, "out": str(out), **dataclasses.asdict(done)}, output)
+        return
     cli_output.stdout.print(
         f"composed {template} into {out}: {done.files_linked} files linked, "
         f"{done.files_copied} copied, {done.directories} directories, {done.symlinks} symlinks"
