@@ -91,6 +91,9 @@ def test_a_signature_verifies_and_a_changed_byte_or_another_key_does_not(
     assert tagged(layout, f"sha256-{digest.removeprefix('sha256:')}.sig")
     ok = cli.run("artifact", "verify", f"oci:{layout}:1.0", "--key", str(public))
     assert "verified" in ok.stdout
+    scripted = cli.json("artifact", "verify", f"oci:{layout}:1.0", "--key", str(public))
+    assert scripted["digest"] == digest
+    assert scripted["signer"]
 
     refused = cli.fails("artifact", "verify", f"oci:{layout}:1.0", "--key", str(stranger))
     assert "not trusted" in refused.stderr

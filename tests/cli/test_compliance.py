@@ -19,6 +19,9 @@ def test_a_snapshot_verifies_and_any_change_fails(cli: Cli, tmp_path: Path) -> N
     assert out.stat().st_mode & 0o777 in (0o600, 0o644)
     verified = cli.run("compliance", "verify", str(out))
     assert verified.stdout.startswith("valid:")
+    scripted = cli.json("compliance", "verify", str(out))
+    assert scripted["verified"] is True
+    assert scripted["counts"]["nodes"] >= 1
 
     document = json.loads(out.read_text())
     node = next(n for n in document["snapshot"]["nodes"] if n["name"] == "audit-1")

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from powernode.cli.common import state
-from powernode.cli.output import stdout
+from powernode.cli.common import OutputOption, report, state
+from powernode.cli.output import OutputFormat
 from powernode.errors import Invalid
 
 app = typer.Typer(help="Module versions as signed OCI artifacts.", no_args_is_help=True)
@@ -72,10 +72,16 @@ def build_into(ctx: typer.Context, module: str, layout: Path) -> tuple[str, str]
 
 
 @app.command()
-def build(ctx: typer.Context, module: str, layout: LayoutOption) -> None:
+def build(
+    ctx: typer.Context,
+    module: str,
+    layout: LayoutOption,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
     """Write NAME@VERSION as an OCI artifact into an OCI image layout (tagged VERSION)."""
     digest, tag = build_into(ctx, module, layout)
-    stdout.print(f"{module} → {layout}:{tag} {digest}")
+    data = {"module": module, "layout": str(layout), "tag": tag, "digest": digest}
+    report(output, f"{module} → {layout}:{tag} {digest}", data)
 
 
 @app.command()
@@ -98,6 +104,7 @@ def sign(
     reference: Annotated[
         str | None, typer.Option(help="The repository the signature names (docker-reference).")
     ] = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Sign NAME@VERSION: the signature goes to the control plane (and, with --layout, into the
     layout both as the `sha256-<digest>.sig` tag and as a referrer)."""
@@ -139,7 +146,8 @@ def sign(
             )
     places = [str(layout)] if layout else []
     places += ["the control plane"] if upload else []
-    stdout.print(f"signed {module} ({subject.digest}) in {' and '.join(places) or 'nothing'}")
+    line = f"signed {module} ({subject.digest}) in {' and '.join(places) or 'nothing'}"
+    report(output, line, {"module": module, "digest": subject.digest, "stored_in": places})
 
 
 def _upload_body(artifact: Any) -> dict[str, Any]:
@@ -191,6 +199,7 @@ def push(
         Path | None, typer.Option("--layout", help="Push this layout (default: build one).")
     ] = None,
     insecure: InsecureOption = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Push NAME@VERSION (and the signatures in its layout) to REGISTRY/REPO[:TAG]."""
     from powernode.artifacts.registry import push_layout
@@ -200,16 +209,23 @@ def push(
         if layout is None:
             build_into(ctx, module, source)
         result = push_layout(source, reference, credentials=_credentials(), insecure=insecure)
-    stdout.print(f"pushed {module} to {reference}: {result}")
+    data = {"module": module, "reference": reference, "result": str(result)}
+    report(output, f"pushed {module} to {reference}: {result}", data)
 
 
 @app.command()
-def pull(reference: str, layout: LayoutOption, insecure: InsecureOption = False) -> None:
+def pull(
+    reference: str,
+    layout: LayoutOption,
+    insecure: InsecureOption = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
     """Pull REGISTRY/REPO:TAG (with its signatures) into an OCI layout, verifying every digest."""
     from powernode.artifacts.registry import pull as pull_ref
 
     descriptor = pull_ref(reference, layout, credentials=_credentials(), insecure=insecure)
-    stdout.print(f"pulled {reference} → {layout} {descriptor.digest}")
+    data = {"reference": reference, "layout": str(layout), "digest": descriptor.digest}
+    report(output, f"pulled {reference} → {layout} {descriptor.digest}", data)
 
 
 @app.command()
@@ -227,6 +243,7 @@ def verify(
         list[Path] | None, typer.Option(help="Trusted signing root certificate (PEM).")
     ] = None,
     insecure: InsecureOption = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Verify the signatures of `oci:DIR[:TAG]` or REGISTRY/REPO:TAG against a trust policy;
     exits non-zero, with every reason, unless a signature satisfies it. Without --key or
@@ -265,7 +282,9 @@ def verify(
     if not decision.allowed:
         reasons = "; ".join(decision.reasons) or "no signature found"
         raise Invalid(f"{reference} ({subject.digest}) is not trusted: {reasons}")
-    stdout.print(f"verified {reference} ({subject.digest}): signed by {decision.signer}")
+    line = f"verified {reference} ({subject.digest}): signed by {decision.signer}"
+    data = {"reference": reference, "digest": subject.digest, "signer": decision.signer}
+    report(output, line, data)
 
 
 def _stored_policy(ctx: typer.Context, layout: Any, digest: str) -> tuple[Any, list[Any]]:

@@ -56,3 +56,13 @@ def emit_deleted(kind: str, ref: str, output: OutputFormat) -> None:
         emit_json({"deleted": kind, "ref": ref})
     else:
         typer.echo(f"deleted {kind} {ref}")
+
+
+def report(output: OutputFormat, line: str, data: dict[str, Any]) -> None:
+    """What a command did: `line` for people, `data` as JSON for scripts."""
+    if output is OutputFormat.JSON:
+        emit_json(data)
+    else:
+        from powernode.cli.output import stdout
+
+        stdout.print(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Annotated
 import typer
 
 from powernode.cli.client import CliError
-from powernode.cli.common import state
-from powernode.cli.output import stderr
+from powernode.cli.common import OutputOption, state
+from powernode.cli.output import OutputFormat, emit_json, stderr
 
 app = typer.Typer(
     help="Compliance: signed snapshots of the fleet, verifiable offline.", no_args_is_help=True
@@ -54,6 +55,7 @@ def verify(
             "snapshot must be signed by it.",
         ),
     ] = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Check a snapshot's signature locally; exits non-zero if any byte of it was changed."""
     from powernode.events.compliance import parse_document, verify_document
@@ -63,4 +65,8 @@ def verify(
         pinned = public_key.read_bytes() if public_key is not None else None
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    print(verify_document(parse_document(raw), pinned).summary())
+    verified = verify_document(parse_document(raw), pinned)
+    if output is OutputFormat.JSON:
+        emit_json({"verified": True, **dataclasses.asdict(verified)})
+    else:
+        print(verified.summary())
