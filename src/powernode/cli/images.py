@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from powernode.cli.common import OutputOption, state
-from powernode.cli.output import OutputFormat, emit, stdout
+from powernode.cli.output import OutputFormat, emit, stderr, stdout
 
 COLUMNS = ("template", "arch", "format", "digest", "size", "kernel_version", "created_at", "id")
 
@@ -47,8 +47,11 @@ def build(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Stage cache (default POWERNODE_IMAGE_CACHE_DIR).")
     ] = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Build boot artifacts for TEMPLATE; stages are cached, so a rerun resumes."""
+    """Build boot artifacts for TEMPLATE; stages are cached, so a rerun resumes.
+
+    With `-o json` progress goes to stderr and stdout carries one JSON document."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from powernode.cli.templates import fetch_blobs
@@ -93,19 +96,20 @@ def build(
         compression=compression,
         base_url=client.base_url,
     )
+    console = stderr if output is OutputFormat.JSON else stdout
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=stdout,
-        transient=not stdout.is_terminal,
+        console=console,
+        transient=not console.is_terminal,
     ) as progress:
         task = progress.add_task(f"building {row['name']} ({arch})", total=None)
 
         def report(message: str) -> None:
             progress.update(task, description=message)
-            if not stdout.is_terminal:
-                stdout.print(message)
+            if not console.is_terminal:
+                console.print(message)
 
         result = build_images(request, report)
         registered: list[dict[str, Any]] = []
@@ -123,6 +127,18 @@ def build(
                         artifact,
                     )
                 )
+    if output is OutputFormat.JSON:
+        document = {
+            "template": row["name"],
+            "arch": arch,
+            "out_dir": str(request.out_dir),
+            "inputs_digest": result.inputs_digest,
+            "kernel_version": result.kernel_version,
+            "artifacts": result.document()["artifacts"],
+            "registered": [r.get("id") for r in registered],
+        }
+        emit(document, output)
+        return
     for artifact in result.document()["artifacts"]:
         files = ", ".join(f["name"] for f in artifact["files"])
         stdout.print(
