@@ -44,6 +44,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which needs every test to run: {report.longrepr}"
 
+
 T = TypeVar("T")
 
 
