@@ -124,32 +124,16 @@ class Composition:
                 by_module[source]["files"] += 1
                 by_module[source]["bytes"] += entry.size
         packages = merge_packages([(layer.name, layer.spec) for layer in self.layers])
-        masks = []
-        for module, hidden in self.masked.items():
-            count, paths, truncated, sources, per_module = path_report(hidden, self.order)
-            masks.append(
-                MaskReport(
-                    module=module,
-                    removed=count,
-                    paths=paths,
-                    paths_truncated=truncated,
-                    sources=sources,
-                    by_module=per_module,
-                )
+        masks = [
+            MaskReport(module=module, removed=len(hidden), **path_report(hidden, self.order))
+            for module, hidden in self.masked.items()
+        ]
+        overrides = [
+            OverrideReport(
+                module=module, overridden=len(replaced), **path_report(replaced, self.order)
             )
-        overrides = []
-        for module, replaced in self.overridden.items():
-            count, paths, truncated, sources, per_module = path_report(replaced, self.order)
-            overrides.append(
-                OverrideReport(
-                    module=module,
-                    overridden=count,
-                    paths=paths,
-                    paths_truncated=truncated,
-                    sources=sources,
-                    by_module=per_module,
-                )
-            )
+            for module, replaced in self.overridden.items()
+        ]
         return Footprint(
             files=counts[FILE],
             directories=counts[DIR],

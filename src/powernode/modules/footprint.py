@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -85,19 +85,28 @@ class Footprint(BaseModel):
     overrides: list[OverrideReport]
 
 
+class PathSample(TypedDict):
+    """The fields a mask or override report shares, beside its exact count."""
+
+    paths: list[str]
+    paths_truncated: bool
+    sources: list[PathSources]
+    by_module: list[ModulePaths]
+
+
 def path_report(
     removed: Sequence[tuple[str, tuple[str, ...]]], order: dict[str, int]
-) -> tuple[int, list[str], bool, list[PathSources], list[ModulePaths]]:
-    """(count, sample paths, truncated, sample with sources, per-module counts) of `removed`:
-    (path, modules it came from) pairs, one per path. `order` sorts modules lower first."""
+) -> PathSample:
+    """The sample paths, whether they were cut, the sample with sources, and per-module counts of
+    `removed`: (path, modules it came from) pairs, one per path. `order` sorts modules lower
+    first. The exact count is `len(removed)`."""
     sample = heapq.nsmallest(PATH_LIMIT, removed)
     per_module = Counter(module for _, modules in removed for module in modules)
-    return (
-        len(removed),
-        [path for path, _ in sample],
-        len(removed) > len(sample),
-        [PathSources(path=path, modules=list(modules)) for path, modules in sample],
-        [
+    return PathSample(
+        paths=[path for path, _ in sample],
+        paths_truncated=len(removed) > len(sample),
+        sources=[PathSources(path=path, modules=list(modules)) for path, modules in sample],
+        by_module=[
             ModulePaths(module=module, paths=count)
             for module, count in sorted(per_module.items(), key=lambda item: order[item[0]])
         ],
