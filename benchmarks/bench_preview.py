@@ -61,19 +61,7 @@ def synthetic_entries(index: int, overlap: int = 0) -> list[Entry]:
         directory = f"usr/m{index:02d}/d{d:02d}"
         entries.append(Entry(path=directory, type=DIR, mode=0o755, uid=0, gid=0))
         for f in range(FILES_PER_MODULE // 50):
-            digest = hashlib.sha256(f"{index}/{d}/{f}".encode()).hexdigest()
-            entries.append(
-                Entry(
-                    path=f"{directory}/f{f:03d}",
-                    type=FILE,
-                    mode=0o644,
-                    uid=0,
-                    gid=0,
-                    size=4096,
-                    sha256=digest,
-                    verity=f"sha256:{digest}",
-                )
-            )
+            entries.append(_file(f"{directory}/f{f:03d}", f"{index}/{d}/{f}"))
     return sorted(entries, key=lambda e: e.path)
 
 
